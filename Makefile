@@ -1,0 +1,44 @@
+# agentcg build entry points. Every target is a thin call into Go or scripts/.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# TRACES: folder whose sub-folders (each with resources.json) are baked into the replay image.
+TRACES  ?= replayimage/traces
+GO      ?= go
+LDFLAGS := -s -w -X github.com/agentcg/agentcg/internal/version.Version=$(VERSION)
+BINS    := agentcg agentcg-replay agentcg-nri agentcg-hook agentcg-runc
+
+.PHONY: build test vmtest image bench generate experiment clean help
+
+help:
+	@echo "make build       static binaries into bin/"
+	@echo "make test        unit tests (no root, no VM)"
+	@echo "make vmtest      VM tier: boot the patched kernel in qemu and run the vmtest-tagged tests"
+	@echo "make image       build/agentcg-replay.tar without a Docker daemon (TRACES=dir to bake other traces)"
+	@echo "make bench       replay throughput vs a raw touch loop, parser benchmark"
+	@echo "make generate    rebuild the BPF objects with bpf2go (needs clang)"
+	@echo "make experiment  run the default experiment (VM mode on machines without the patched kernel)"
+
+build:
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/... ./replayimage/cmd/... ./plugin/cmd/... ./hook/cmd/...
+
+test:
+	$(GO) vet ./...
+	$(GO) test ./...
+
+vmtest: build image
+	scripts/vm/vmtest.sh
+
+image: build
+	$(GO) run ./replayimage/cmd/agentcg-image --binary bin/agentcg-replay --traces $(TRACES) --tag agentcg/replay:$(VERSION) --out build/agentcg-replay.tar
+
+bench: build
+	scripts/bench.sh
+
+generate:
+	$(GO) generate ./bpf/...
+
+experiment: build image
+	scripts/experiment.sh $(EXPERIMENT_ARGS)
+
+clean:
+	rm -rf bin build

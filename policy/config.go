@@ -1,0 +1,81 @@
+package policy
+
+import "fmt"
+
+// Config holds every knob of the priority policy. The BPF loader copies the
+// BPF part into the program's read-only config before load; the native
+// fallback uses the byte values. Zero values mean "use the default".
+type Config struct {
+	// PinDir is the bpffs directory holding one pinned link per cgroup.
+	PinDir string `json:"pin_dir" yaml:"pin_dir"`
+
+	// GatePct: LOW is delayed only while the shared parent's usage is at
+	// least GatePct percent of its limit.
+	GatePct uint32 `json:"gate_pct" yaml:"gate_pct"`
+	// DelayBaseMs is the delay at the gate; it rises linearly to DelayMaxMs
+	// as the parent's usage reaches its limit.
+	DelayBaseMs uint32 `json:"delay_base_ms" yaml:"delay_base_ms"`
+	DelayMaxMs  uint32 `json:"delay_max_ms" yaml:"delay_max_ms"`
+	// HighActiveWindowMs: a HIGH cgroup counts as active for this long after
+	// its last page fault. Zero means LOW is throttled whenever the gate is
+	// open, whatever HIGH does.
+	HighActiveWindowMs uint32 `json:"high_active_window_ms" yaml:"high_active_window_ms"`
+
+	// NativeLowBytes is written to memory.low of HIGH cgroups in native mode.
+	NativeLowBytes int64 `json:"native_low_bytes" yaml:"native_low_bytes"`
+	// NativeHighBytes is written to memory.high of LOW cgroups in native mode.
+	NativeHighBytes int64 `json:"native_high_bytes" yaml:"native_high_bytes"`
+}
+
+// DefaultPinDir is where links are pinned unless configured otherwise.
+const DefaultPinDir = "/sys/fs/bpf/agentcg"
+
+// DefaultConfig returns the defaults documented in the README.
+func DefaultConfig() Config {
+	return Config{
+		PinDir:             DefaultPinDir,
+		GatePct:            80,
+		DelayBaseMs:        10,
+		DelayMaxMs:         200,
+		HighActiveWindowMs: 2000,
+		NativeLowBytes:     512 << 20,
+		NativeHighBytes:    256 << 20,
+	}
+}
+
+// WithDefaults fills zero fields from DefaultConfig.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if c.PinDir == "" {
+		c.PinDir = d.PinDir
+	}
+	if c.GatePct == 0 {
+		c.GatePct = d.GatePct
+	}
+	if c.DelayBaseMs == 0 {
+		c.DelayBaseMs = d.DelayBaseMs
+	}
+	if c.DelayMaxMs == 0 {
+		c.DelayMaxMs = d.DelayMaxMs
+	}
+	if c.NativeLowBytes == 0 {
+		c.NativeLowBytes = d.NativeLowBytes
+	}
+	if c.NativeHighBytes == 0 {
+		c.NativeHighBytes = d.NativeHighBytes
+	}
+	return c
+}
+
+// Validate rejects knob combinations the policy cannot run with.
+func (c Config) Validate() error {
+	switch {
+	case c.GatePct > 100:
+		return fmt.Errorf("gate_pct %d: must be between 0 and 100", c.GatePct)
+	case c.DelayMaxMs > 2000:
+		return fmt.Errorf("delay_max_ms %d: the kernel clamps delays at 2000 ms", c.DelayMaxMs)
+	case c.DelayBaseMs > c.DelayMaxMs:
+		return fmt.Errorf("delay_base_ms %d exceeds delay_max_ms %d", c.DelayBaseMs, c.DelayMaxMs)
+	}
+	return nil
+}

@@ -6,11 +6,12 @@ GO      ?= go
 LDFLAGS := -s -w -X github.com/agentcg/agentcg/internal/version.Version=$(VERSION)
 BINS    := agentcg agentcg-replay agentcg-nri agentcg-hook agentcg-runc
 
-.PHONY: build test vmtest image bench generate experiment clean help
+.PHONY: build test check deps vmtest image bench generate experiment clean help
 
 help:
 	@echo "make build       static binaries into bin/"
-	@echo "make test        unit tests (no root, no VM)"
+	@echo "make check       THE test command: unit tests, then the VM tier (installs qemu/debootstrap if missing)"
+	@echo "make test        unit tests only (no root, no VM)"
 	@echo "make vmtest      VM tier: boot the patched kernel in qemu and run the vmtest-tagged tests"
 	@echo "make image       build/agentcg-replay.tar without a Docker daemon (TRACES=dir to bake other traces)"
 	@echo "make bench       replay throughput vs a raw touch loop, parser benchmark"
@@ -25,7 +26,12 @@ test:
 	$(GO) vet ./...
 	$(GO) test ./...
 
-vmtest: build image
+check: test vmtest
+
+deps:
+	scripts/deps.sh
+
+vmtest: deps build image
 	scripts/vm/vmtest.sh
 
 image: build
@@ -37,7 +43,7 @@ bench: build
 generate:
 	$(GO) generate ./bpf/...
 
-experiment: build image
+experiment: deps build image
 	scripts/experiment.sh $(EXPERIMENT_ARGS)
 
 clean:

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Shared by high.bpf.c and low.bpf.c. Each object gets its own copy of these
+ * definitions; the loader makes both objects use the same kernel maps (pinned
+ * by name under <PinDir>/maps, so every process shares them too). */
+#ifndef AGENTCG_COMMON_BPF_H
+#define AGENTCG_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+/* Values of agentcg_prio; mirrored in Go (prioHigh, prioLow). */
+#define AGENTCG_PRIO_HIGH 1
+#define AGENTCG_PRIO_LOW 2
+
+/* Per-cgroup counters; mirrored by policy.Counters. */
+struct agentcg_counters {
+	__u64 delay_calls;
+	__u64 delay_nonzero;
+	__u64 delay_total_ms;
+	__u64 below_low_calls;
+	__u64 below_low_true;
+	__u64 below_min_true;
+};
+
+/* cgroup id -> AGENTCG_PRIO_*; written by the loader on attach/detach. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} agentcg_prio SEC(".maps");
+
+/* cgroup id -> counters. LRU so that counters of removed cgroups stay
+ * readable after detach without growing without bound. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct agentcg_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} agentcg_ctrs SEC(".maps");
+
+/* [0] = bpf_ktime_get_ns() of the last page fault in any HIGH cgroup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} agentcg_state SEC(".maps");
+
+/* The cgroup id (cgroup directory inode) of a memcg. */
+static __always_inline __u64 memcg_cgroup_id(struct mem_cgroup *memcg)
+{
+	return memcg->css.cgroup->kn->id;
+}
+
+/* The counters of cgroup id, created on first use; NULL if the map is full
+ * of entries that could not be evicted. */
+static __always_inline struct agentcg_counters *counters_of(__u64 id)
+{
+	struct agentcg_counters *c, zero = {};
+
+	c = bpf_map_lookup_elem(&agentcg_ctrs, &id);
+	if (c)
+		return c;
+	bpf_map_update_elem(&agentcg_ctrs, &id, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&agentcg_ctrs, &id);
+}
+
+#endif

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-2.0
+/* HIGH ops: protect a HIGH cgroup from reclaim driven by an ancestor's limit
+ * (below_low), and record when any HIGH cgroup last took a page fault. This
+ * object holds exactly one struct_ops map (cilium/ebpf v0.22.0 mis-fills
+ * several maps of one ops type in one object). */
+#include "common.bpf.h"
+
+SEC("struct_ops/below_low")
+bool BPF_PROG(high_below_low, struct mem_cgroup *memcg)
+{
+	struct agentcg_counters *c = counters_of(memcg_cgroup_id(memcg));
+
+	if (c) {
+		__sync_fetch_and_add(&c->below_low_calls, 1);
+		__sync_fetch_and_add(&c->below_low_true, 1);
+	}
+	/* The kernel still reclaims a "protected" cgroup in its second pass
+	 * when nothing else is reclaimable, so this cannot cause an OOM that
+	 * memory.low would have avoided. */
+	return true;
+}
+
+SEC("struct_ops/below_min")
+bool BPF_PROG(high_below_min, struct mem_cgroup *memcg)
+{
+	/* Never hard-protect: with swap off that would turn the parent's
+	 * pressure into OOM kills of LOW instead of slowing it. Counted in
+	 * below_min_true only if this ever changes. */
+	return false;
+}
+
+/* HIGH activity: the PGFAULT item of memcg:count_memcg_events, resolved
+ * through CO-RE so the enum value follows the running kernel. */
+SEC("tp_btf/count_memcg_events")
+int BPF_PROG(high_activity, struct mem_cgroup *memcg, int item, unsigned long count)
+{
+	__u32 *prio, zero = 0;
+	__u64 id, now;
+
+	if (item != bpf_core_enum_value(enum vm_event_item, PGFAULT) || !memcg)
+		return 0;
+	id = memcg_cgroup_id(memcg);
+	prio = bpf_map_lookup_elem(&agentcg_prio, &id);
+	if (!prio || *prio != AGENTCG_PRIO_HIGH)
+		return 0;
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&agentcg_state, &zero, &now, BPF_ANY);
+	return 0;
+}
+
+SEC(".struct_ops.link")
+struct memcg_bpf_ops high_ops = {
+	.below_low = (void *)high_below_low,
+	.below_min = (void *)high_below_min,
+};
+
+char LICENSE[] SEC("license") = "GPL";

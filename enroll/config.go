@@ -1,0 +1,165 @@
+// Package enroll owns the one place where a container's priority
+// annotation becomes a policy attachment: configuration, annotation
+// validation, authorisation of "high", cgroup resolution with the root
+// check, and the container-id records that let detach work after the
+// cgroup is gone. The NRI plugin and the OCI hook are thin front doors
+// over it.
+package enroll
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/agentcg/agentcg/policy"
+	"go.yaml.in/yaml/v3"
+)
+
+// FailMode decides what happens to a container whose enrollment fails.
+type FailMode string
+
+const (
+	// FailOpen lets the container run without the policy; a log line says why.
+	FailOpen FailMode = "open"
+	// FailClosed refuses the container with the reason.
+	FailClosed FailMode = "closed"
+)
+
+// Defaults for the configuration file fields.
+const (
+	DefaultAnnotationKey = "agentcg.priority"
+	DefaultStateDir      = "/run/agentcg/containers"
+	DefaultProcRoot      = "/proc"
+	DefaultConfigPath    = "/etc/agentcg/config.yaml"
+	// NamespaceKey is the pod annotation/label naming the Kubernetes namespace.
+	NamespaceKey = "io.kubernetes.pod.namespace"
+)
+
+// HighAllow says who may claim the high priority. A container qualifies if
+// its Kubernetes namespace is listed, or if it carries one of the listed
+// label key=value pairs. AllowAll lifts the restriction (single-tenant hosts).
+type HighAllow struct {
+	Namespaces []string          `json:"namespaces" yaml:"namespaces"`
+	Labels     map[string]string `json:"labels" yaml:"labels"`
+	AllowAll   bool              `json:"allow_all" yaml:"allow_all"`
+	// MaxConcurrent caps the number of enrolled high containers (0: no cap).
+	MaxConcurrent int `json:"max_concurrent" yaml:"max_concurrent"`
+}
+
+// Config is the agentcg configuration file shared by the plugin and the hook.
+type Config struct {
+	AnnotationKey string        `json:"annotation_key" yaml:"annotation_key"`
+	High          HighAllow     `json:"high" yaml:"high"`
+	CgroupRoot    string        `json:"cgroup_root" yaml:"cgroup_root"`
+	ProcRoot      string        `json:"proc_root" yaml:"proc_root"`
+	StateDir      string        `json:"state_dir" yaml:"state_dir"`
+	FailMode      FailMode      `json:"fail_mode" yaml:"fail_mode"`
+	Mode          policy.Mode   `json:"mode" yaml:"mode"`
+	Policy        policy.Config `json:"policy" yaml:"policy"`
+	// MetricsAddr is the plugin's Prometheus listen address ("" disables it).
+	MetricsAddr string `json:"metrics_addr" yaml:"metrics_addr"`
+}
+
+// DefaultConfig is the configuration used when no file is given.
+func DefaultConfig() Config {
+	return Config{
+		AnnotationKey: DefaultAnnotationKey,
+		CgroupRoot:    "/sys/fs/cgroup",
+		ProcRoot:      DefaultProcRoot,
+		StateDir:      DefaultStateDir,
+		FailMode:      FailOpen,
+		Mode:          policy.ModeAuto,
+		Policy:        policy.DefaultConfig(),
+	}
+}
+
+// WithDefaults fills empty fields from DefaultConfig.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if c.AnnotationKey == "" {
+		c.AnnotationKey = d.AnnotationKey
+	}
+	if c.CgroupRoot == "" {
+		c.CgroupRoot = d.CgroupRoot
+	}
+	if c.ProcRoot == "" {
+		c.ProcRoot = d.ProcRoot
+	}
+	if c.StateDir == "" {
+		c.StateDir = d.StateDir
+	}
+	if c.FailMode == "" {
+		c.FailMode = d.FailMode
+	}
+	if c.Mode == "" {
+		c.Mode = d.Mode
+	}
+	c.Policy = c.Policy.WithDefaults()
+	return c
+}
+
+// Validate rejects configurations the enroller cannot run with.
+func (c Config) Validate() error {
+	switch c.FailMode {
+	case FailOpen, FailClosed:
+	default:
+		return fmt.Errorf("fail_mode %q: allowed values are open, closed", c.FailMode)
+	}
+	if _, err := policy.ParseMode(string(c.Mode)); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(c.CgroupRoot) {
+		return fmt.Errorf("cgroup_root %q: must be an absolute path", c.CgroupRoot)
+	}
+	if c.High.MaxConcurrent < 0 {
+		return fmt.Errorf("high.max_concurrent %d: must not be negative", c.High.MaxConcurrent)
+	}
+	return c.Policy.Validate()
+}
+
+// ParseConfig reads a YAML or JSON configuration (JSON is valid YAML),
+// rejects unknown keys, fills defaults and validates the result.
+func ParseConfig(r io.Reader) (Config, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	var c Config
+	if len(bytes.TrimSpace(b)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return Config{}, fmt.Errorf("parse config: %w", err)
+		}
+	}
+	c = c.WithDefaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// LoadConfig reads the configuration file at path. An empty path, or the
+// default path when it does not exist, yields DefaultConfig.
+func LoadConfig(path string) (Config, error) {
+	explicit := path != ""
+	if !explicit {
+		path = DefaultConfigPath
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		if !explicit && errors.Is(err, os.ErrNotExist) {
+			return DefaultConfig(), nil
+		}
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	defer f.Close()
+	c, err := ParseConfig(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,301 @@
+// Package results owns the on-disk layout of one experiment: the raw
+// per-run and per-session JSON the orchestrator writes, and loading it back
+// so that every table and figure can be regenerated from raw files alone.
+//
+// Layout of results/<id>/:
+//
+//	config.json, env.json
+//	runs/<run>/run.json              one Run
+//	runs/<run>/session-<name>.json   one Session per container
+//	runs/<run>/timeseries.csv        100 ms samples of that run
+//	toolcalls/<trace>.json           tool-call times (trace seconds) for figures
+//	timeseries.csv, summary.csv, stats.csv, report.md, fig-*.png|svg  (derived)
+package results
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/agentcg/agentcg/policy"
+)
+
+// Roles of a session.
+const (
+	RoleHigh = "high"
+	RoleLow  = "low"
+)
+
+// ArmSolo is the baseline arm: HIGH alone, the normaliser T.
+const ArmSolo = "Solo"
+
+// Replay mirrors the replay result JSON (contract 1). It is decoded here
+// rather than imported so the results format does not move with the
+// workload's Go types.
+type Replay struct {
+	Complete     bool    `json:"complete"`
+	CompletionS  float64 `json:"completion_s"`
+	IdealS       float64 `json:"ideal_s"`
+	LagS         float64 `json:"lag_s"`
+	Slowdown     float64 `json:"slowdown"`
+	Samples      int     `json:"samples"`
+	PeakBytes    int64   `json:"peak_bytes"`
+	TouchedBytes int64   `json:"touched_bytes"`
+	AllocLatency struct {
+		P50 float64 `json:"p50"`
+		P95 float64 `json:"p95"`
+		P99 float64 `json:"p99"`
+		Max float64 `json:"max"`
+	} `json:"alloc_latency_ms"`
+	StartUnix float64 `json:"start_unix"`
+	EndUnix   float64 `json:"end_unix"`
+	Trace     string  `json:"trace"`
+	Speed     float64 `json:"speed"`
+	MemScale  float64 `json:"mem_scale"`
+}
+
+// Session is everything measured about one container in one run.
+type Session struct {
+	Name  string `json:"name"` // unique in the run, e.g. high, low1
+	Role  string `json:"role"`
+	Trace string `json:"trace"`
+
+	ContainerID string `json:"container_id"`
+	CgroupPath  string `json:"cgroup_path"`
+	CgroupID    uint64 `json:"cgroup_id"`
+	MemoryMax   int64  `json:"memory_max"`  // -1 = max
+	MemoryHigh  int64  `json:"memory_high"` // -1 = max; initial value
+
+	ExitCode  int    `json:"exit_code"`
+	Signal    int    `json:"signal"` // 9 when killed, from exit code 128+n
+	OOMKilled bool   `json:"oom_killed"`
+	OOMSource string `json:"oom_source,omitempty"` // memory.events oom_kill, runtime, exit 137
+
+	Events    map[string]int64 `json:"memory_events_delta"` // high, max, oom, oom_kill
+	PeakBytes int64            `json:"memory_peak"`
+
+	Replay   *Replay          `json:"replay,omitempty"` // nil when no result came back
+	Counters *policy.Counters `json:"bpf_counters,omitempty"`
+
+	// Active interval (Unix seconds): from the replay result, else from
+	// the container's start and exit.
+	ActiveStart float64 `json:"active_start_unix"`
+	ActiveEnd   float64 `json:"active_end_unix"`
+	// OverlapHighS is the overlap of this LOW session's active interval
+	// with HIGH's (seconds); 0 for HIGH.
+	OverlapHighS float64 `json:"overlap_with_high_s"`
+}
+
+// Run is one execution of one arm.
+type Run struct {
+	ID       string            `json:"id"`
+	Arm      string            `json:"arm"`   // Static, NoLimit, HighOnly, BPF, Solo
+	Label    string            `json:"label"` // arm plus sweep point, e.g. BPF gate=80 delay=200
+	Params   map[string]string `json:"params,omitempty"`
+	Index    int               `json:"index"` // repetition of this label
+	Order    int               `json:"order"` // position in the interleaved order
+	Speed    float64           `json:"speed"`
+	MemScale float64           `json:"mem_scale"`
+	Runtime  string            `json:"runtime"`
+
+	StartUnix float64 `json:"start_unix"`
+	EndUnix   float64 `json:"end_unix"`
+
+	ParentPath  string  `json:"parent_path"`
+	ParentLimit int64   `json:"parent_limit"`
+	ParentPeak  int64   `json:"parent_peak"`
+	Utilisation float64 `json:"utilisation"` // time-average of memory.current / limit
+
+	Sessions []string `json:"sessions"` // names; data in session-<name>.json
+
+	Excluded      bool   `json:"excluded"`
+	ExcludeReason string `json:"exclude_reason,omitempty"`
+	Error         string `json:"error,omitempty"`
+}
+
+// Sample is one row of a run's time series.
+type Sample struct {
+	Run       string
+	Cgroup    string // session name or "parent"
+	T         float64
+	Current   int64
+	SomeAvg10 float64
+	FullAvg10 float64
+	SomeTotal int64 // µs
+	FullTotal int64 // µs
+}
+
+// TimeseriesHeader is the header of every timeseries CSV.
+const TimeseriesHeader = "run,cgroup,t_s,memory_current,some_avg10,full_avg10,some_total_us,full_total_us"
+
+// Row renders s as a CSV line without newline.
+func (s Sample) Row() string {
+	return fmt.Sprintf("%s,%s,%.3f,%d,%.2f,%.2f,%d,%d", s.Run, s.Cgroup, s.T, s.Current, s.SomeAvg10, s.FullAvg10, s.SomeTotal, s.FullTotal)
+}
+
+// RunData is a loaded run with its sessions.
+type RunData struct {
+	Run      Run
+	Sessions []Session
+}
+
+// Session returns the session named name, or nil.
+func (r *RunData) Session(name string) *Session {
+	for i := range r.Sessions {
+		if r.Sessions[i].Name == name {
+			return &r.Sessions[i]
+		}
+	}
+	return nil
+}
+
+// ByRole returns the sessions with role, in name order.
+func (r *RunData) ByRole(role string) []*Session {
+	var out []*Session
+	for i := range r.Sessions {
+		if r.Sessions[i].Role == role {
+			out = append(out, &r.Sessions[i])
+		}
+	}
+	return out
+}
+
+// RunDir is the folder of one run.
+func RunDir(dir, run string) string { return filepath.Join(dir, "runs", run) }
+
+// WriteJSON writes v indented to path, through a temporary file so a
+// crash never leaves half a record (resume trusts what it finds).
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadJSON decodes path into v.
+func ReadJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}
+
+// SaveRun writes run.json and every session file of one run. run.json is
+// written last: its presence marks the run finished for --resume.
+func SaveRun(dir string, rd RunData) error {
+	rdir := RunDir(dir, rd.Run.ID)
+	rd.Run.Sessions = rd.Run.Sessions[:0]
+	for _, s := range rd.Sessions {
+		if err := WriteJSON(filepath.Join(rdir, "session-"+s.Name+".json"), s); err != nil {
+			return err
+		}
+		rd.Run.Sessions = append(rd.Run.Sessions, s.Name)
+	}
+	return WriteJSON(filepath.Join(rdir, "run.json"), rd.Run)
+}
+
+// Finished reports whether run id has a complete record in dir.
+func Finished(dir, id string) bool {
+	_, err := os.Stat(filepath.Join(RunDir(dir, id), "run.json"))
+	return err == nil
+}
+
+// Load reads every finished run in dir, ordered by Order then ID.
+func Load(dir string) ([]RunData, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, "runs"))
+	if err != nil {
+		return nil, fmt.Errorf("load results %s: %w", dir, err)
+	}
+	var out []RunData
+	for _, e := range ents {
+		if !e.IsDir() || !Finished(dir, e.Name()) {
+			continue
+		}
+		var rd RunData
+		rdir := RunDir(dir, e.Name())
+		if err := ReadJSON(filepath.Join(rdir, "run.json"), &rd.Run); err != nil {
+			return nil, err
+		}
+		for _, name := range rd.Run.Sessions {
+			var s Session
+			if err := ReadJSON(filepath.Join(rdir, "session-"+name+".json"), &s); err != nil {
+				return nil, err
+			}
+			rd.Sessions = append(rd.Sessions, s)
+		}
+		out = append(out, rd)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Run.Order != out[j].Run.Order {
+			return out[i].Run.Order < out[j].Run.Order
+		}
+		return out[i].Run.ID < out[j].Run.ID
+	})
+	return out, nil
+}
+
+// LoadTimeseries reads a run's timeseries.csv.
+func LoadTimeseries(dir, run string) ([]Sample, error) {
+	p := filepath.Join(RunDir(dir, run), "timeseries.csv")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var out []Sample
+	for i, l := range lines {
+		if i == 0 || l == "" {
+			continue
+		}
+		var s Sample
+		f := strings.Split(l, ",")
+		if len(f) != 8 {
+			return nil, fmt.Errorf("%s line %d: %d fields, want 8", p, i+1, len(f))
+		}
+		s.Run, s.Cgroup = f[0], f[1]
+		if _, err := fmt.Sscan(strings.Join(f[2:], " "), &s.T, &s.Current, &s.SomeAvg10, &s.FullAvg10, &s.SomeTotal, &s.FullTotal); err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", p, i+1, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// ToolCalls are tool-call start times in trace seconds, kept per trace
+// so figures can mark them without the trace files.
+type ToolCalls struct {
+	Trace string    `json:"trace"`
+	T     []float64 `json:"t_s"`
+	Tools []string  `json:"tools"`
+}
+
+// LoadToolCalls reads toolcalls/<trace>.json; a missing file is no error.
+func LoadToolCalls(dir, trace string) (*ToolCalls, error) {
+	var tc ToolCalls
+	err := ReadJSON(filepath.Join(dir, "toolcalls", trace+".json"), &tc)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &tc, nil
+}

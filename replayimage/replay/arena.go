@@ -1,0 +1,129 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// growChunk bounds one populate call so that cancellation is noticed while
+// the kernel throttles a large grow.
+const growChunk = 16 << 20
+
+// Populate methods.
+const (
+	PopulateMadvise = "madvise_populate_write"
+	PopulateTouch   = "touch"
+)
+
+// Arena is one anonymous mapping whose first Pages() pages are resident and
+// the rest are not. Resident pages are charged to the caller's memcg.
+type Arena struct {
+	mem      []byte
+	pageSize int
+	pages    int // resident prefix, in pages
+	touch    bool
+}
+
+// NewArena reserves maxBytes (rounded up to pages) without touching it.
+// forceTouch skips MADV_POPULATE_WRITE and writes one byte per page instead.
+func NewArena(maxBytes int64, forceTouch bool) (*Arena, error) {
+	ps := os.Getpagesize()
+	size := int((maxBytes + int64(ps) - 1) / int64(ps) * int64(ps))
+	size = max(size, ps)
+	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("mmap %d bytes: %w", size, err)
+	}
+	// Transparent huge pages would fault 2 MiB at a time and overshoot the
+	// target; EINVAL only means the kernel has no THP.
+	if err := unix.Madvise(mem, unix.MADV_NOHUGEPAGE); err != nil && !errors.Is(err, unix.EINVAL) {
+		_ = unix.Munmap(mem)
+		return nil, fmt.Errorf("madvise(MADV_NOHUGEPAGE): %w", err)
+	}
+	return &Arena{mem: mem, pageSize: ps, touch: forceTouch}, nil
+}
+
+// PageSize is the arena's page size in bytes.
+func (a *Arena) PageSize() int { return a.pageSize }
+
+// Pages is the number of resident pages.
+func (a *Arena) Pages() int { return a.pages }
+
+// MaxPages is the arena's capacity in pages.
+func (a *Arena) MaxPages() int { return len(a.mem) / a.pageSize }
+
+// Populate says how pages are made resident.
+func (a *Arena) Populate() string {
+	if a.touch {
+		return PopulateTouch
+	}
+	return PopulateMadvise
+}
+
+// Resize makes exactly the first pages pages resident: growing populates
+// them, shrinking drops them with MADV_DONTNEED so the memcg uncharges at
+// once. On cancellation it stops between chunks; Pages() tells how far it got.
+func (a *Arena) Resize(ctx context.Context, pages int) error {
+	if pages < 0 || pages > a.MaxPages() {
+		return fmt.Errorf("resize to %d pages: arena holds %d", pages, a.MaxPages())
+	}
+	if pages < a.pages {
+		if err := unix.Madvise(a.mem[pages*a.pageSize:a.pages*a.pageSize], unix.MADV_DONTNEED); err != nil {
+			return fmt.Errorf("madvise(MADV_DONTNEED) pages [%d,%d): %w", pages, a.pages, err)
+		}
+		a.pages = pages
+		return nil
+	}
+	chunk := growChunk / a.pageSize
+	for a.pages < pages {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		end := min(a.pages+chunk, pages)
+		if err := a.grow(a.pages*a.pageSize, end*a.pageSize); err != nil {
+			return fmt.Errorf("populate pages [%d,%d): %w", a.pages, end, err)
+		}
+		a.pages = end
+	}
+	return nil
+}
+
+func (a *Arena) grow(from, to int) error {
+	for !a.touch {
+		err := unix.Madvise(a.mem[from:to], unix.MADV_POPULATE_WRITE)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EINTR), errors.Is(err, unix.EAGAIN):
+			// A signal (Go preemption) interrupted it; pages done so far stay.
+		case errors.Is(err, unix.EINVAL):
+			a.touch = true // kernel older than 5.14: fall back to touching
+		default:
+			return fmt.Errorf("madvise(MADV_POPULATE_WRITE): %w", err)
+		}
+	}
+	touchPages(a.mem[from:to], a.pageSize)
+	return nil
+}
+
+// touchPages writes one byte per page so each page faults in as private anonymous memory.
+func touchPages(b []byte, pageSize int) {
+	for off := 0; off < len(b); off += pageSize {
+		b[off] = 1
+	}
+}
+
+// Close unmaps the arena.
+func (a *Arena) Close() error {
+	if a.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(a.mem)
+	a.mem, a.pages = nil, 0
+	return err
+}

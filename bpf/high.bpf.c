@@ -1,3 +1,5 @@
+//go:build ignore
+
 // SPDX-License-Identifier: GPL-2.0
 /* HIGH ops: protect a HIGH cgroup from reclaim driven by an ancestor's limit
  * (below_low), and record when any HIGH cgroup last took a page fault. This

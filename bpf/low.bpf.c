@@ -1,3 +1,5 @@
+//go:build ignore
+
 // SPDX-License-Identifier: GPL-2.0
 /* LOW ops: get_high_delay_ms returns a delay that is zero unless a HIGH
  * cgroup was active recently and the nearest limited ancestor is under

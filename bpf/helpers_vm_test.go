@@ -1,0 +1,133 @@
+//go:build vmtest
+
+package bpf
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentcg/agentcg/cgroup"
+	"golang.org/x/sys/unix"
+)
+
+// Re-exec helpers: the test binary doubles as the workload, started
+// directly inside a cgroup with CLONE_INTO_CGROUP.
+const (
+	envRole = "AGENTCG_BPF_TEST_ROLE" // "alloc" or "churn"
+	envMB   = "AGENTCG_BPF_TEST_MB"
+	envIter = "AGENTCG_BPF_TEST_ITER"
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(envRole) {
+	case "alloc": // touch MB once, then exit
+		mb, _ := strconv.Atoi(os.Getenv(envMB))
+		touch(mb, 1)
+		os.Exit(0)
+	case "churn": // touch and free MB, ITER times (0 = forever)
+		mb, _ := strconv.Atoi(os.Getenv(envMB))
+		it, _ := strconv.Atoi(os.Getenv(envIter))
+		touch(mb, it)
+		os.Exit(0)
+	case "hold": // keep MB resident and churn 4 MiB forever
+		mb, _ := strconv.Atoi(os.Getenv(envMB))
+		if _, err := mapTouch(mb); err != nil {
+			os.Exit(3)
+		}
+		touch(4, 0)
+	}
+	os.Exit(m.Run())
+}
+
+func mapTouch(mb int) ([]byte, error) {
+	b, err := unix.Mmap(-1, 0, mb<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	return b, nil
+}
+
+func touch(mb, iters int) {
+	for i := 0; iters == 0 || i < iters; i++ {
+		b, err := mapTouch(mb)
+		if err != nil {
+			os.Exit(3)
+		}
+		unix.Munmap(b)
+	}
+}
+
+// cg makes a cgroup directory with the memory controller enabled in its
+// parent, removed at the end of the test.
+func cg(t testing.TB, path string) string {
+	t.Helper()
+	parent := filepath.Dir(path)
+	if err := cgroup.Write(parent, "cgroup.subtree_control", "+memory"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o755); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rmCgroup(path) })
+	return path
+}
+
+// rmCgroup kills what runs in dir and removes it (and its children).
+func rmCgroup(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() {
+			rmCgroup(filepath.Join(dir, e.Name()))
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	for i := 0; i < 50; i++ {
+		if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// start runs this binary with role in cgroup dir.
+func start(t testing.TB, dir, role string, mb, iters int) *exec.Cmd {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = append(os.Environ(), envRole+"="+role, fmt.Sprintf("%s=%d", envMB, mb), fmt.Sprintf("%s=%d", envIter, iters))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s in %s: %v", role, dir, err)
+	}
+	return cmd
+}
+
+// timed runs role to completion in dir and returns its wall time.
+func timed(t testing.TB, dir, role string, mb, iters int) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	cmd := start(t, dir, role, mb, iters)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%s %d MiB in %s: %v", role, mb, dir, err)
+	}
+	return time.Since(t0)
+}
+
+func stop(cmd *exec.Cmd) {
+	cmd.Process.Kill()
+	cmd.Wait()
+}

@@ -1,0 +1,491 @@
+// Package bpf owns the memcg priority policy in the kernel: the BPF C
+// programs (high and low memcg_bpf_ops, one struct_ops map per object), their
+// committed bpf2go output, and the loader that probes, loads once per
+// process, attaches one pinned link per cgroup, detaches, lists and reads
+// counters. It knows no container runtime.
+package bpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/agentcg/agentcg/cgroup"
+	"github.com/agentcg/agentcg/policy"
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Values of the agentcg_prio map (AGENTCG_PRIO_* in common.bpf.h).
+const (
+	prioHigh uint32 = 1
+	prioLow  uint32 = 2
+)
+
+// Names under Config.PinDir.
+const (
+	mapsSubdir   = "maps"          // maps pinned by name, shared by every process
+	linksSubdir  = "links"         // one struct_ops link per cgroup: cg-<id>
+	activityPin  = "high_activity" // the tp_btf link feeding agentcg_state
+	pinPrefix    = "cg-"
+	ctrsMapName  = "agentcg_ctrs"
+	prioMapName  = "agentcg_prio"
+	stateMapName = "agentcg_state"
+)
+
+// Options configure a Policy.
+type Options struct {
+	Config    policy.Config // zero fields take policy defaults
+	RecordDir string        // default DefaultRecordDir
+	Logger    *slog.Logger  // default slog.Default()
+}
+
+// Policy is the BPF implementation of policy.Policy. The BPF objects are
+// loaded at most once per Policy (on the first Attach); List, Stats and
+// Detach work from the pins and records alone, so they load nothing.
+type Policy struct {
+	cfg  policy.Config
+	recs records
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	objs *objects // nil until the first Attach
+}
+
+var _ policy.Policy = (*Policy)(nil)
+
+// objects are the loaded high and low collections; both use the same
+// (pinned) priority, counter and state maps.
+type objects struct {
+	high highObjects
+	low  lowObjects
+}
+
+func (o *objects) close() {
+	o.high.Close()
+	o.low.Close()
+}
+
+// Load validates the config and probes the kernel. It returns a
+// *MissingFeatureError when the kernel lacks memcg_bpf_ops.
+func Load(opts Options) (*Policy, error) {
+	cfg := opts.Config.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := Probe(); err != nil {
+		return nil, err
+	}
+	if opts.RecordDir == "" {
+		opts.RecordDir = DefaultRecordDir
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Policy{cfg: cfg, recs: records{opts.RecordDir}, log: opts.Logger}, nil
+}
+
+// Mode implements policy.Policy.
+func (p *Policy) Mode() policy.Mode { return policy.ModeBPF }
+
+// Config returns the effective config.
+func (p *Policy) Config() policy.Config { return p.cfg }
+
+func (p *Policy) mapsDir() string  { return filepath.Join(p.cfg.PinDir, mapsSubdir) }
+func (p *Policy) linksDir() string { return filepath.Join(p.cfg.PinDir, linksSubdir) }
+func (p *Policy) pinPath(id uint64) string {
+	return filepath.Join(p.linksDir(), pinPrefix+strconv.FormatUint(id, 10))
+}
+
+// ensureLoaded loads the objects once; it loads again when another process
+// removed the pinned maps (detach --all) so that new links share the maps
+// that status reads.
+func (p *Policy) ensureLoaded() (*objects, error) {
+	if p.objs != nil {
+		if _, err := os.Stat(filepath.Join(p.mapsDir(), prioMapName)); err == nil {
+			return p.objs, nil
+		}
+		p.objs.close()
+		p.objs = nil
+	}
+	if err := os.MkdirAll(p.mapsDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("pin dir: %w", err)
+	}
+	o := &objects{}
+	mapOpts := ebpf.MapOptions{PinPath: p.mapsDir()}
+	if err := loadHighObjects(&o.high, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
+		return nil, fmt.Errorf("load high ops: %w", err)
+	}
+	spec, err := loadLow()
+	if err != nil {
+		o.high.Close()
+		return nil, err
+	}
+	vars := map[string]any{
+		"gate_pct":       p.cfg.GatePct,
+		"delay_base_ms":  p.cfg.DelayBaseMs,
+		"delay_max_ms":   p.cfg.DelayMaxMs,
+		"high_window_ns": uint64(p.cfg.HighActiveWindowMs) * 1e6,
+	}
+	for name, v := range vars {
+		if err := spec.Variables[name].Set(v); err != nil {
+			o.high.Close()
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	err = spec.LoadAndAssign(&o.low, &ebpf.CollectionOptions{
+		Maps: mapOpts,
+		// The same maps as the high object, whatever the pins say.
+		MapReplacements: map[string]*ebpf.Map{
+			prioMapName:  o.high.AgentcgPrio,
+			ctrsMapName:  o.high.AgentcgCtrs,
+			stateMapName: o.high.AgentcgState,
+		},
+	})
+	if err != nil {
+		o.high.Close()
+		return nil, fmt.Errorf("load low ops: %w", err)
+	}
+	p.objs = o
+	return o, nil
+}
+
+// ensureActivity pins the HIGH page-fault tracepoint unless a live pin exists.
+func (p *Policy) ensureActivity(o *objects) error {
+	pin := filepath.Join(p.cfg.PinDir, activityPin)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		l.Close()
+		return nil
+	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: o.high.HighActivity})
+	if err != nil {
+		return fmt.Errorf("attach count_memcg_events tracepoint: %w", err)
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		return fmt.Errorf("pin %s: %w", pin, err)
+	}
+	return nil
+}
+
+// Attach implements policy.Policy: it pins one struct_ops link of the
+// priority's ops to the cgroup at dir under PinDir/links/cg-<id>.
+func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (policy.Link, error) {
+	var ops func(*objects) *ebpf.Map
+	var val uint32
+	switch prio {
+	case policy.High:
+		ops, val = func(o *objects) *ebpf.Map { return o.high.HighOps }, prioHigh
+	case policy.Low:
+		ops, val = func(o *objects) *ebpf.Map { return o.low.LowOps }, prioLow
+	default:
+		return policy.Link{}, fmt.Errorf("attach %s: %w", dir, errInvalidPriority(prio))
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return policy.Link{}, err
+	}
+	id, err := cgroup.ID(dir)
+	if err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s ops: %w", prio, err)
+	}
+	unlock, err := p.recs.lock()
+	if err != nil {
+		return policy.Link{}, err
+	}
+	defer unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	if _, err := p.reconcileLocked(ctx); err != nil {
+		p.log.Warn("reconcile before attach", "err", err)
+	}
+	pin := p.pinPath(id)
+	rec := record{CgroupID: id, CgroupPath: dir, Priority: prio, PinPath: pin}
+	if old, ok := p.findLocked(id); ok {
+		if old.Priority == prio && pinned(pin) {
+			return p.linkOf(old, false), nil
+		}
+		if err := p.detachLocked(old); err != nil {
+			return policy.Link{}, err
+		}
+	}
+	o, err := p.ensureLoaded()
+	if err != nil {
+		return policy.Link{}, err
+	}
+	if err := p.ensureActivity(o); err != nil {
+		return policy.Link{}, err
+	}
+	if err := o.high.AgentcgPrio.Put(id, val); err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s: set priority of cgroup %d: %w", dir, id, err)
+	}
+	l, err := attachToCgroup(ops(o), dir)
+	if err != nil {
+		o.high.AgentcgPrio.Delete(id)
+		return policy.Link{}, fmt.Errorf("attach %s ops: %w", prio, err)
+	}
+	defer l.Close() // the pin keeps the link
+	if err := os.MkdirAll(p.linksDir(), 0o755); err != nil {
+		o.high.AgentcgPrio.Delete(id)
+		return policy.Link{}, fmt.Errorf("attach %s: %w", dir, err)
+	}
+	if err := l.Pin(pin); err != nil {
+		o.high.AgentcgPrio.Delete(id)
+		return policy.Link{}, fmt.Errorf("attach %s: pin %s: %w", dir, pin, err)
+	}
+	if err := p.recs.put(rec); err != nil {
+		os.Remove(pin)
+		o.high.AgentcgPrio.Delete(id)
+		return policy.Link{}, err
+	}
+	p.log.Debug("attached", "cgroup", dir, "id", id, "priority", prio, "pin", pin)
+	return p.linkOf(rec, false), nil
+}
+
+func errInvalidPriority(p policy.Priority) error {
+	_, err := policy.ParsePriority(string(p))
+	return err
+}
+
+func pinned(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func (p *Policy) linkOf(rec record, orphan bool) policy.Link {
+	return policy.Link{CgroupID: rec.CgroupID, CgroupPath: rec.CgroupPath, Priority: rec.Priority,
+		Mode: policy.ModeBPF, PinPath: rec.PinPath, Orphan: orphan}
+}
+
+func (p *Policy) findLocked(id uint64) (record, bool) {
+	recs, err := p.recs.all()
+	if err != nil {
+		return record{}, false
+	}
+	for _, r := range recs {
+		if r.CgroupID == id {
+			return r, true
+		}
+	}
+	return record{}, false
+}
+
+// detachLocked removes the pin (which releases the link), the priority
+// entry and the record. Counters stay readable until detach --all.
+func (p *Policy) detachLocked(rec record) error {
+	if err := os.Remove(rec.PinPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("detach %s (cgroup %d): unpin: %w", rec.CgroupPath, rec.CgroupID, err)
+	}
+	if m, err := p.pinnedMap(prioMapName); err == nil {
+		if err := m.Delete(rec.CgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			p.log.Warn("delete priority entry", "cgroup", rec.CgroupPath, "err", err)
+		}
+		m.Close()
+	}
+	return p.recs.remove(rec.CgroupID)
+}
+
+// pinnedMap opens a shared map from its pin; fs.ErrNotExist when nothing
+// was ever attached.
+func (p *Policy) pinnedMap(name string) (*ebpf.Map, error) {
+	return ebpf.LoadPinnedMap(filepath.Join(p.mapsDir(), name), nil)
+}
+
+// Detach implements policy.Policy. It finds the attachment by path through
+// the records, so it works after the cgroup directory has been removed.
+func (p *Policy) Detach(ctx context.Context, dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	unlock, err := p.recs.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	recs, err := p.recs.all()
+	if err != nil {
+		return err
+	}
+	id, idErr := cgroup.ID(abs)
+	for _, r := range recs {
+		if r.CgroupPath == abs || (idErr == nil && r.CgroupID == id) {
+			if err := p.detachLocked(r); err != nil {
+				return err
+			}
+		}
+	}
+	// A pin without a record (record dir lost): the id names it.
+	if idErr == nil {
+		if err := os.Remove(p.pinPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("detach %s: unpin: %w", abs, err)
+		}
+	}
+	return p.dropActivityIfIdleLocked()
+}
+
+// dropActivityIfIdleLocked removes the tracepoint pin when no link is left,
+// so an idle system pays nothing per page fault.
+func (p *Policy) dropActivityIfIdleLocked() error {
+	ents, err := os.ReadDir(p.linksDir())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", p.linksDir(), err)
+	}
+	if len(ents) > 0 {
+		return nil
+	}
+	if err := os.Remove(filepath.Join(p.cfg.PinDir, activityPin)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("unpin tracepoint: %w", err)
+	}
+	return nil
+}
+
+// DetachAll removes every attachment, the tracepoint and the shared maps
+// (counters included): nothing is left under PinDir.
+func (p *Policy) DetachAll(ctx context.Context) error {
+	unlock, err := p.recs.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	recs, err := p.recs.all()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range recs {
+		errs = append(errs, p.detachLocked(r))
+	}
+	if p.objs != nil {
+		p.objs.close()
+		p.objs = nil
+	}
+	// Pins only live in bpffs; remove the whole tree under PinDir.
+	ents, err := os.ReadDir(p.cfg.PinDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	for _, e := range ents {
+		errs = append(errs, os.RemoveAll(filepath.Join(p.cfg.PinDir, e.Name())))
+	}
+	return errors.Join(errs...)
+}
+
+// List implements policy.Policy: every record, plus pins without a record,
+// with Orphan set when the cgroup is gone.
+func (p *Policy) List(ctx context.Context) ([]policy.Link, error) {
+	recs, err := p.recs.all()
+	if err != nil {
+		return nil, err
+	}
+	var out []policy.Link
+	known := map[string]bool{}
+	for _, r := range recs {
+		known[r.PinPath] = true
+		out = append(out, p.linkOf(r, !alive(r) || !pinned(r.PinPath)))
+	}
+	ents, err := os.ReadDir(p.linksDir())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", p.linksDir(), err)
+	}
+	for _, e := range ents {
+		pin := filepath.Join(p.linksDir(), e.Name())
+		if known[pin] {
+			continue
+		}
+		id, _ := strconv.ParseUint(strings.TrimPrefix(e.Name(), pinPrefix), 10, 64)
+		out = append(out, policy.Link{CgroupID: id, Mode: policy.ModeBPF, PinPath: pin, Orphan: true})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CgroupID < out[j].CgroupID })
+	return out, nil
+}
+
+// Reconcile removes attachments whose cgroup is gone (or whose pin was
+// removed by hand) and stray pins without a record. It returns what it removed.
+func (p *Policy) Reconcile(ctx context.Context) ([]policy.Link, error) {
+	unlock, err := p.recs.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	removed, err := p.reconcileLocked(ctx)
+	if err != nil {
+		return removed, err
+	}
+	return removed, p.dropActivityIfIdleLocked()
+}
+
+func (p *Policy) reconcileLocked(ctx context.Context) ([]policy.Link, error) {
+	links, err := p.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var removed []policy.Link
+	var errs []error
+	for _, l := range links {
+		if !l.Orphan {
+			continue
+		}
+		rec := record{CgroupID: l.CgroupID, CgroupPath: l.CgroupPath, Priority: l.Priority, PinPath: l.PinPath}
+		if err := p.detachLocked(rec); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.log.Info("removed orphan link", "cgroup", l.CgroupPath, "id", l.CgroupID, "pin", l.PinPath)
+		removed = append(removed, l)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// Stats implements policy.Policy: the counters of every cgroup the programs
+// have seen since the maps were created (detached cgroups included).
+func (p *Policy) Stats(ctx context.Context) (map[uint64]policy.Counters, error) {
+	out := map[uint64]policy.Counters{}
+	m, err := p.pinnedMap(ctrsMapName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open counters map: %w", err)
+	}
+	defer m.Close()
+	var id uint64
+	var c highAgentcgCounters
+	it := m.Iterate()
+	for it.Next(&id, &c) {
+		out[id] = policy.Counters{
+			DelayCalls: c.DelayCalls, DelayNonZero: c.DelayNonzero, DelayTotalMs: c.DelayTotalMs,
+			BelowLowCalls: c.BelowLowCalls, BelowLowTrue: c.BelowLowTrue, BelowMinTrue: c.BelowMinTrue,
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read counters: %w", err)
+	}
+	return out, nil
+}
+
+// Close releases this process's objects; pinned links stay attached.
+func (p *Policy) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.objs != nil {
+		p.objs.close()
+		p.objs = nil
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+//go:build vmtest
+
+package bpf
+
+import (
+	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/agentcg/agentcg/cgroup"
+	"github.com/agentcg/agentcg/internal/vmtest"
+	"github.com/agentcg/agentcg/policy"
+	"github.com/cilium/ebpf/btf"
+)
+
+const cgRoot = "/sys/fs/cgroup"
+
+func newPolicy(t *testing.T, cfg policy.Config) *Policy {
+	t.Helper()
+	base := t.TempDir()
+	cfg.PinDir = filepath.Join("/sys/fs/bpf", "agentcg-"+filepath.Base(base))
+	p, err := Load(Options{Config: cfg, RecordDir: filepath.Join(base, "links")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.DetachAll(context.Background()); err != nil {
+			t.Errorf("detach all: %v", err)
+		}
+		p.Close()
+		os.Remove(cfg.PinDir)
+	})
+	return p
+}
+
+func TestProbeInGuest(t *testing.T) {
+	vmtest.Require(t)
+	if err := Probe(); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+}
+
+// opsProgIDs reads the prog ids the kernel reports in a struct_ops map's
+// value, per memcg_bpf_ops member (0 = not set).
+func opsProgIDs(t *testing.T, p *Policy, high bool) map[string]uint64 {
+	t.Helper()
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wrapper *btf.Struct
+	if err := spec.TypeByName(featureType, &wrapper); err != nil {
+		t.Fatal(err)
+	}
+	var dataOff uint32
+	var ops *btf.Struct
+	for _, m := range wrapper.Members {
+		if m.Name == "data" {
+			dataOff = m.Offset.Bytes()
+			ops = m.Type.(*btf.Struct)
+		}
+	}
+	m := p.objs.low.LowOps
+	if high {
+		m = p.objs.high.HighOps
+	}
+	buf := make([]byte, m.ValueSize())
+	if err := m.Lookup(uint32(0), buf); err != nil {
+		t.Fatalf("lookup %v: %v", m, err)
+	}
+	out := map[string]uint64{}
+	for _, mem := range ops.Members {
+		off := dataOff + mem.Offset.Bytes()
+		out[mem.Name] = binary.LittleEndian.Uint64(buf[off:])
+	}
+	return out
+}
+
+
+// TestOpsMapsHoldTheirOwnPrograms guards against the cilium/ebpf v0.22.0
+// bug that puts every memcg_bpf_ops program into every ops map of an object.
+func TestOpsMapsHoldTheirOwnPrograms(t *testing.T) {
+	vmtest.Require(t)
+	p := newPolicy(t, policy.Config{})
+	h := cg(t, filepath.Join(cgRoot, "agentcg-opsmaps"))
+	if _, err := p.Attach(context.Background(), h, policy.High); err != nil {
+		t.Fatal(err)
+	}
+	hi, err := p.objs.high.HighBelowLow.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hm, _ := p.objs.high.HighBelowMin.Info()
+	lo, _ := p.objs.low.LowDelay.Info()
+	hid, _ := hi.ID()
+	hmid, _ := hm.ID()
+	lid, _ := lo.ID()
+	high := opsProgIDs(t, p, true)
+	low := opsProgIDs(t, p, false)
+	t.Logf("high_ops %v (below_low=%d below_min=%d), low_ops %v (get_high_delay_ms=%d)", high, hid, hmid, low, lid)
+	want := map[string][2]uint64{
+		"below_low":         {uint64(hid), 0},
+		"below_min":         {uint64(hmid), 0},
+		"get_high_delay_ms": {0, uint64(lid)},
+	}
+	for member, w := range want {
+		if high[member] != w[0] || low[member] != w[1] {
+			t.Errorf("%s: high_ops has prog %d (want %d), low_ops has %d (want %d)", member, high[member], w[0], low[member], w[1])
+		}
+	}
+}
+
+func TestAttachDetachListStats(t *testing.T) {
+	vmtest.Require(t)
+	ctx := context.Background()
+	p := newPolicy(t, policy.Config{})
+	parent := cg(t, filepath.Join(cgRoot, "agentcg-basic"))
+	h := cg(t, filepath.Join(parent, "high"))
+	l := cg(t, filepath.Join(parent, "low"))
+	hl, err := p.Attach(ctx, h, policy.High)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Attach(ctx, l, policy.Low); err != nil {
+		t.Fatal(err)
+	}
+	again, err := p.Attach(ctx, h, policy.High)
+	if err != nil || again != hl {
+		t.Fatalf("re-attach: %v %+v != %+v", err, again, hl)
+	}
+	links, err := p.List(ctx)
+	if err != nil || len(links) != 2 {
+		t.Fatalf("list: %v %+v", err, links)
+	}
+	for _, k := range links {
+		if k.Orphan {
+			t.Errorf("unexpected orphan %+v", k)
+		}
+		if _, err := os.Stat(k.PinPath); err != nil {
+			t.Errorf("pin: %v", err)
+		}
+	}
+	// Switching priority replaces the link.
+	sw, err := p.Attach(ctx, h, policy.Low)
+	if err != nil || sw.Priority != policy.Low {
+		t.Fatalf("switch: %v %+v", err, sw)
+	}
+	// Parent attach is refused (children have ops): errno must be in the error.
+	if _, err := p.Attach(ctx, parent, policy.Low); err == nil {
+		t.Errorf("attach to parent of attached cgroups succeeded")
+	} else {
+		t.Logf("parent attach refused as expected: %v", err)
+	}
+	// LOW allocates: get_high_delay_ms runs, gate is closed (no HIGH active).
+	timed(t, l, "alloc", 8, 1)
+	st, err := p.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lid, _ := cgroup.ID(l)
+	if st[lid].DelayCalls == 0 || st[lid].DelayNonZero != 0 {
+		t.Errorf("low counters %+v: want calls and no delays", st[lid])
+	}
+	for _, d := range []string{h, l} {
+		if err := p.Detach(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Detach(ctx, l); err != nil {
+		t.Errorf("second detach: %v", err)
+	}
+	links, _ = p.List(ctx)
+	ents, _ := os.ReadDir(p.linksDir())
+	if len(links) != 0 || len(ents) != 0 {
+		t.Errorf("after detach: links %+v pins %d", links, len(ents))
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2]
+}

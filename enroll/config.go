@@ -61,6 +61,9 @@ type Config struct {
 	Policy        policy.Config `json:"policy" yaml:"policy"`
 	// MetricsAddr is the plugin's Prometheus listen address ("" disables it).
 	MetricsAddr string `json:"metrics_addr" yaml:"metrics_addr"`
+	// HookLog is a file the OCI hook appends its log lines to; "" means
+	// stderr, which runtimes usually show only when the hook fails.
+	HookLog string `json:"hook_log" yaml:"hook_log"`
 }
 
 // DefaultConfig is the configuration used when no file is given.

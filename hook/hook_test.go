@@ -1,0 +1,207 @@
+package hook_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentcg/agentcg/enroll"
+	"github.com/agentcg/agentcg/enroll/enrolltest"
+	"github.com/agentcg/agentcg/hook"
+	"github.com/agentcg/agentcg/policy"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+type fixture struct {
+	tr  enrolltest.Tree
+	pol *enrolltest.Policy
+	cfg enroll.Config
+	log bytes.Buffer
+}
+
+func newFixture(t *testing.T) *fixture {
+	tr, err := enrolltest.NewTree(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := enroll.DefaultConfig()
+	cfg.CgroupRoot, cfg.ProcRoot, cfg.StateDir = tr.CgroupRoot, tr.ProcRoot, filepath.Join(t.TempDir(), "state")
+	cfg.High.AllowAll = true
+	return &fixture{tr: tr, pol: enrolltest.New(policy.ModeBPF), cfg: cfg}
+}
+
+func (f *fixture) hook(timeout time.Duration) hook.Hook {
+	return hook.Hook{
+		Config:  f.cfg,
+		Open:    func(context.Context, enroll.Config) (policy.Policy, error) { return f.pol, nil },
+		Timeout: timeout,
+		Log:     slog.New(slog.NewTextHandler(&f.log, nil)),
+	}
+}
+
+func state(t *testing.T, id string, pid int, ann map[string]string) *bytes.Reader {
+	t.Helper()
+	b, err := json.Marshal(specs.State{Version: "1.2.0", ID: id, Status: specs.StateCreating, Pid: pid, Annotations: ann})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.NewReader(b)
+}
+
+// runBounded fails the test instead of hanging if Run ignores its timeout.
+func runBounded(t *testing.T, h hook.Hook, stage hook.Stage, in *bytes.Reader) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- h.Run(context.Background(), stage, in) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("hook did not return: its timeout does not bound it")
+		return nil
+	}
+}
+
+func TestAttachThenPoststop(t *testing.T) {
+	f := newFixture(t)
+	dir, err := f.tr.Cgroup("docker/c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.tr.Proc(42, "/docker/c1"); err != nil {
+		t.Fatal(err)
+	}
+	h := f.hook(0)
+	if err := runBounded(t, h, hook.CreateRuntime, state(t, "c1", 42, map[string]string{"agentcg.priority": "high"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(dir); err != nil { // poststop runs after the cgroup is gone
+		t.Fatal(err)
+	}
+	if err := runBounded(t, h, hook.Poststop, state(t, "c1", 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	real, _ := filepath.EvalSymlinks(filepath.Dir(dir))
+	want := []enrolltest.Call{
+		{Op: "attach", Dir: filepath.Join(real, "c1"), Priority: policy.High},
+		{Op: "detach", Dir: filepath.Join(real, "c1")},
+	}
+	if got := f.pol.Calls(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("calls %+v, want %+v", got, want)
+	}
+}
+
+func TestOutsideRootRefused(t *testing.T) {
+	for _, fm := range []enroll.FailMode{enroll.FailOpen, enroll.FailClosed} {
+		t.Run(string(fm), func(t *testing.T) {
+			f := newFixture(t)
+			f.cfg.FailMode = fm
+			outside := t.TempDir()
+			if err := os.Symlink(outside, filepath.Join(f.tr.CgroupRoot, "evil")); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.tr.Proc(7, "/evil"); err != nil {
+				t.Fatal(err)
+			}
+			err := runBounded(t, f.hook(0), hook.CreateRuntime, state(t, "c1", 7, map[string]string{"agentcg.priority": "low"}))
+			if (err != nil) != (fm == enroll.FailClosed) {
+				t.Fatalf("err = %v", err)
+			}
+			if fm == enroll.FailClosed && !errors.Is(err, enroll.ErrOutsideRoot) {
+				t.Fatalf("err = %v, want ErrOutsideRoot", err)
+			}
+			if calls := f.pol.Calls(); len(calls) != 0 {
+				t.Fatalf("policy called for a cgroup outside the root: %+v", calls)
+			}
+			if !strings.Contains(f.log.String(), "reason=cgroup_outside_root") {
+				t.Fatalf("log does not give the reason:\n%s", f.log.String())
+			}
+		})
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	stuck := make(chan struct{}) // never closed: a kernel call that never returns
+	t.Cleanup(func() { close(stuck) })
+	tests := []struct {
+		name string
+		open hook.OpenFunc
+	}{
+		{"policy open hangs", func(context.Context, enroll.Config) (policy.Policy, error) {
+			<-stuck
+			return nil, errors.New("unreachable")
+		}},
+		{"attach hangs", nil},
+	}
+	for _, tc := range tests {
+		for _, fm := range []enroll.FailMode{enroll.FailOpen, enroll.FailClosed} {
+			t.Run(tc.name+"/"+string(fm), func(t *testing.T) {
+				f := newFixture(t)
+				f.cfg.FailMode = fm
+				if _, err := f.tr.Cgroup("c1"); err != nil {
+					t.Fatal(err)
+				}
+				if err := f.tr.Proc(9, "/c1"); err != nil {
+					t.Fatal(err)
+				}
+				f.pol.Block = make(chan struct{})
+				h := f.hook(50 * time.Millisecond)
+				if tc.open != nil {
+					h.Open = tc.open
+				}
+				err := runBounded(t, h, hook.CreateRuntime, state(t, "c1", 9, map[string]string{"agentcg.priority": "low"}))
+				if fm == enroll.FailOpen && err != nil {
+					t.Fatalf("fail-open hook returned %v", err)
+				}
+				if fm == enroll.FailClosed && (err == nil || !strings.Contains(err.Error(), "gave up") && !errors.Is(err, context.DeadlineExceeded)) {
+					t.Fatalf("fail-closed hook returned %v, want a timeout error", err)
+				}
+				if !strings.Contains(f.log.String(), "deadline exceeded") {
+					t.Fatalf("log does not say why:\n%s", f.log.String())
+				}
+			})
+		}
+	}
+}
+
+func TestNoAnnotationSkipsPolicy(t *testing.T) {
+	f := newFixture(t)
+	h := f.hook(0)
+	h.Open = func(context.Context, enroll.Config) (policy.Policy, error) {
+		t.Error("policy opened for a container without the annotation")
+		return f.pol, nil
+	}
+	if err := runBounded(t, h, hook.CreateRuntime, state(t, "c1", 1, map[string]string{"other": "x"})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadState(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.FailMode = enroll.FailClosed
+	if err := runBounded(t, f.hook(0), hook.CreateRuntime, bytes.NewReader([]byte("{not json"))); err == nil {
+		t.Fatal("bad state accepted under fail_mode closed")
+	}
+	f.cfg.FailMode = enroll.FailOpen
+	if err := runBounded(t, f.hook(0), hook.CreateRuntime, bytes.NewReader([]byte("{not json"))); err != nil {
+		t.Fatalf("fail-open hook returned %v", err)
+	}
+}
+
+func TestParseStage(t *testing.T) {
+	for in, want := range map[string]hook.Stage{"createRuntime": hook.CreateRuntime, "prestart": hook.CreateRuntime, "attach": hook.CreateRuntime, "poststop": hook.Poststop, "detach": hook.Poststop} {
+		if got, err := hook.ParseStage(in); err != nil || got != want {
+			t.Errorf("ParseStage(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := hook.ParseStage("poststart"); err == nil {
+		t.Error("poststart accepted")
+	}
+}

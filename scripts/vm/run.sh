@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# run.sh: run one command as root inside a qemu guest that boots the patched
+# kernel with the cached Debian container userland (see README "Running on a
+# real kernel"). Output streams to stdout; the exit code is the command's.
+#
+#   scripts/vm/run.sh [--mem MB] [--cpus N] [--timeout S] [--results DIR]
+#                     [--no-images] [-v] -- CMD ARGS...
+#
+# Exit codes: CMD's own; 124 if CMD hit --timeout (guest-side) or the guest
+# hit the host-side deadline; 125 if the harness itself failed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
+cache=${AGENTCG_VM_CACHE:-/var/cache/agentcg}
+
+usage() {
+	sed -n '5,6p' "$0" | sed 's/^# *//' >&2
+	exit 125
+}
+log() { echo "run.sh: $*" >&2; }
+
+mem=2048 cpus=2 timeout=1800 results= images=1 verbose=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--mem) mem=$2; shift 2 ;;
+	--cpus) cpus=$2; shift 2 ;;
+	--timeout) timeout=$2; shift 2 ;;
+	--results) results=$2; shift 2 ;;
+	--no-images) images=0; shift ;;
+	-v | --verbose) verbose=1; shift ;;
+	--) shift; break ;;
+	*) usage ;;
+	esac
+done
+[ $# -gt 0 ] || usage
+for n in "$mem" "$cpus" "$timeout"; do
+	[[ $n =~ ^[1-9][0-9]*$ ]] || { log "not a positive integer: $n"; exit 125; }
+done
+
+kernel=${AGENTCG_KERNEL:-$src/../shared/kernel/bzImage}
+if [ ! -f "$kernel" ]; then
+	log "no kernel at $kernel. Set AGENTCG_KERNEL, or build one with the memcg BPF series:"
+	log "  KSRC=<linux-7.3.4 tree> WORK=./linux-memcgbpf OUT=./out ../shared/kernel/build.sh"
+	exit 125
+fi
+command -v qemu-system-x86_64 >/dev/null || { log "qemu-system-x86_64 not installed"; exit 125; }
+
+t_start=$(date +%s.%N)
+img=$("$here/build-rootfs.sh") || { log "rootfs build failed"; exit 125; }
+
+ctl=$(mktemp -d "${TMPDIR:-/tmp}/agentcg-vm.XXXXXX")
+qpid=
+cleanup() {
+	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
+		kill -TERM "$qpid" 2>/dev/null || true
+		for _ in 1 2 3 4 5 6 7 8 9 10; do
+			kill -0 "$qpid" 2>/dev/null || break
+			sleep 0.5
+		done
+		kill -KILL "$qpid" 2>/dev/null || true
+		wait "$qpid" 2>/dev/null || true
+	fi
+	rm -rf "$ctl"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+# accel: KVM only when a real probe boot succeeds (here /dev/kvm opens, but
+# qemu aborts on an MSR assertion), cached per host kernel + qemu + bzImage.
+probe_kvm() {
+	[ -r /dev/kvm ] && [ -w /dev/kvm ] || return 1
+	local id f out
+	id=$({ uname -r; qemu-system-x86_64 --version | head -1; stat -c '%s %Y' "$kernel"; } | sha256sum | cut -c1-16)
+	f=$cache/kvm-probe-$id
+	if [ ! -f "$f" ]; then
+		out=$(timeout -k 5 60 qemu-system-x86_64 -accel kvm -cpu host -m 256 -smp 1 -no-reboot \
+			-display none -serial stdio -monitor none -kernel "$kernel" \
+			-append "console=ttyS0 panic=-1 agentcg.probe" </dev/null 2>&1 || true)
+		if grep -q "Linux version" <<<"$out"; then echo kvm >"$f"; else echo tcg >"$f"; fi
+	fi
+	[ "$(cat "$f")" = kvm ]
+}
+accel=${AGENTCG_VM_ACCEL:-}
+if [ -z "$accel" ]; then
+	if probe_kvm; then accel=kvm; else accel=tcg; fi
+fi
+cpu=max
+[ "$accel" = kvm ] && cpu=host
+
+# The guest init sources env and runs cmd.sh from the ctl share, then writes rc.
+{
+	echo "export AGENTCG_GUEST=1 AGENTCG_SRC=/agentcg"
+	printf 'export AGENTCG_VM_TIMEOUT=%s AGENTCG_VM_IMAGES=%s AGENTCG_VM_VERBOSE=%s\n' "$timeout" "$images" "$verbose"
+	[ -n "$results" ] && echo "export AGENTCG_RESULTS=/results"
+	# Pass the caller's other AGENTCG_* settings through.
+	while IFS= read -r v; do
+		case $v in AGENTCG_GUEST | AGENTCG_SRC | AGENTCG_RESULTS | AGENTCG_KERNEL | AGENTCG_VM_*) continue ;; esac
+		printf 'export %s=%q\n' "$v" "${!v}"
+	done < <(compgen -e | grep '^AGENTCG_' || true)
+} >"$ctl/env"
+{
+	printf 'exec'
+	printf ' %q' "$@"
+	echo
+} >"$ctl/cmd.sh"
+
+fsdev() { echo "-fsdev local,id=$1,path=$2,security_model=none,multidevs=remap -device virtio-9p-pci,fsdev=$1,mount_tag=$1"; }
+append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/sbin/vminit panic=-1 loglevel=3"
+# shellcheck disable=SC2046
+set -- $(fsdev src "$src") $(fsdev ctl "$ctl")
+if [ -n "$results" ]; then
+	mkdir -p "$results"
+	results=$(cd "$results" && pwd)
+	# shellcheck disable=SC2046
+	set -- "$@" $(fsdev results "$results")
+	append+=" agentcg.results"
+fi
+
+# Host-side deadline: the guest's own timeout plus room for boot, daemons,
+# image import and power-off. It only fires when the guest is wedged.
+deadline=$((timeout + ${AGENTCG_VM_BOOT_BUDGET:-300}))
+[ "$verbose" = 1 ] && log "accel=$accel mem=${mem}M cpus=$cpus timeout=${timeout}s image=$img"
+timeout -s TERM -k 10 "$deadline" qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -m "$mem" -smp "$cpus" \
+	-no-reboot -display none -serial stdio -monitor none -nodefaults \
+	-kernel "$kernel" -append "$append" \
+	-drive "file=$img,if=virtio,format=raw,snapshot=on" \
+	-device virtio-rng-pci "$@" </dev/null &
+qpid=$!
+qrc=0
+wait "$qpid" || qrc=$?
+qpid=
+[ "$verbose" = 1 ] && log "qemu exited with $qrc after $(echo "$(date +%s.%N) - $t_start" | bc) s"
+if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+	log "guest killed at the host-side deadline (${deadline}s)"
+	exit 124
+fi
+if [ ! -s "$ctl/rc" ]; then
+	log "guest exited (qemu status $qrc) without reporting the command's exit code"
+	exit 125
+fi
+exit "$(cat "$ctl/rc")"

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# vmtest.sh: the VM test tier. Compiles every package that has vmtest-tagged
+# tests (CGO_ENABLED=0 go test -c -tags vmtest) into build/vmtest/, runs them
+# all in one guest boot, each from its package directory under /agentcg, prints
+# each result, then runs the harness's host-side self-test (selftest.sh).
+# Exits non-zero if anything fails.
+#
+#   scripts/vm/vmtest.sh [--run REGEX] [--mem MB] [--cpus N] [--timeout S]
+#                        [--no-selftest] [PKG_DIR...]
+#
+# Test output (-test.v) streams to the console; AGENTCG_RESULTS is
+# build/vmtest/results on the host.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
+cd "$src"
+export PATH=/usr/local/go/bin:$PATH
+
+run= selftest=1 vmflags=(--mem 2048 --cpus 2 --timeout 2400)
+while [ $# -gt 0 ]; do
+	case $1 in
+	--run) run=$2; shift 2 ;;
+	--mem | --cpus | --timeout) vmflags+=("$1" "$2"); shift 2 ;;
+	--no-selftest) selftest=0; shift ;;
+	-*) echo "vmtest.sh: unknown flag $1" >&2; exit 2 ;;
+	*) break ;;
+	esac
+done
+
+if [ $# -gt 0 ]; then
+	dirs=("$@")
+else
+	mapfile -t dirs < <(grep -rlE --include='*_vm_test.go' '^//go:build .*vmtest' . |
+		grep -v '^./build/' | xargs -r -n1 dirname | sed 's|^\./||' | sort -u)
+fi
+out=build/vmtest
+rm -rf "$out"
+mkdir -p "$out/results"
+failed=0
+: >"$out/list"
+for d in "${dirs[@]}"; do
+	d=${d#./}
+	bin=$(echo "$d" | tr / _).test
+	if CGO_ENABLED=0 go test -c -tags vmtest -o "$out/$bin" "./$d"; then
+		# go test -c writes nothing for a package without tests.
+		[ -f "$out/$bin" ] && printf '%s %s\n' "$d" "$bin" >>"$out/list"
+	else
+		echo "--- vmtest $d: FAIL (does not compile)"
+		failed=1
+	fi
+done
+if [ ! -s "$out/list" ]; then
+	echo "vmtest.sh: no vmtest packages found" >&2
+	exit 1
+fi
+echo "vmtest.sh: $(wc -l <"$out/list") package(s): $(cut -d' ' -f1 "$out/list" | paste -sd' ' -)"
+
+start=$(date +%s)
+rc=0
+"$here/run.sh" "${vmflags[@]}" --results "$out/results" -- \
+	bash scripts/vm/vmtest-guest.sh "$out/list" "$run" || rc=$?
+echo "vmtest.sh: guest tier exit $rc in $(($(date +%s) - start)) s"
+[ "$rc" = 0 ] || failed=1
+
+if [ "$selftest" = 1 ]; then
+	"$here/selftest.sh" || failed=1
+fi
+exit "$failed"

@@ -1,0 +1,358 @@
+package plugin_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentcg/agentcg/enroll"
+	"github.com/agentcg/agentcg/enroll/enrolltest"
+	"github.com/agentcg/agentcg/plugin"
+	"github.com/agentcg/agentcg/policy"
+	"github.com/containerd/nri/pkg/adaptation"
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// env is a plugin connected to NRI's real runtime side over a temp socket.
+type env struct {
+	tr      enrolltest.Tree
+	pol     *enrolltest.Policy
+	plugin  *plugin.Plugin
+	metrics *plugin.Metrics
+	rt      *adaptation.Adaptation
+	log     *bytes.Buffer
+}
+
+// registered reports the plugin count the runtime sees, so tests start
+// sending events only once the plugin is in the runtime's list.
+type registered struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (r *registered) RecordPluginInvocation(string, string, error)      {}
+func (r *registered) RecordPluginLatency(string, string, time.Duration) {}
+func (r *registered) RecordPluginAdjustments(string, string, *adaptation.ContainerAdjustment, int, int) {
+}
+func (r *registered) UpdatePluginCount(n int) {
+	if n > 0 {
+		r.once.Do(func() { close(r.ch) })
+	}
+}
+
+type setup struct {
+	failMode enroll.FailMode
+	// sync is what the runtime reports at registration.
+	pods []*api.PodSandbox
+	ctrs []*api.Container
+	// before runs on the enroller's state before the plugin connects.
+	before func(*env)
+}
+
+func start(t *testing.T, s setup) *env {
+	t.Helper()
+	tr, err := enrolltest.NewTree(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := enroll.DefaultConfig()
+	cfg.CgroupRoot, cfg.ProcRoot, cfg.StateDir = tr.CgroupRoot, tr.ProcRoot, filepath.Join(t.TempDir(), "state")
+	cfg.High.Namespaces = []string{"prod"}
+	if s.failMode != "" {
+		cfg.FailMode = s.failMode
+	}
+	e := &env{tr: tr, pol: enrolltest.New(policy.ModeBPF), log: &bytes.Buffer{}}
+	log := slog.New(slog.NewTextHandler(&syncWriter{w: e.log}, nil))
+	en, err := enroll.New(cfg, e.pol, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.metrics = plugin.NewMetrics(e.pol)
+	e.plugin = plugin.New(en, log, e.metrics)
+	if s.before != nil {
+		s.before(e)
+	}
+
+	// Unix socket paths are limited to 108 bytes: keep the dir short.
+	dir, err := os.MkdirTemp("", "nri")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "nri.sock")
+	reg := &registered{ch: make(chan struct{})}
+	syncFn := func(ctx context.Context, cb adaptation.SyncCB) error {
+		_, err := cb(ctx, s.pods, s.ctrs)
+		return err
+	}
+	updateFn := func(context.Context, []*api.ContainerUpdate) ([]*api.ContainerUpdate, error) { return nil, nil }
+	rt, err := adaptation.New("mock", "0.0", syncFn, updateFn,
+		adaptation.WithPluginPath(filepath.Join(dir, "plugins")),
+		adaptation.WithPluginConfigPath(filepath.Join(dir, "conf.d")),
+		adaptation.WithSocketPath(sock),
+		adaptation.WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Stop)
+	st, err := stub.New(e.plugin, stub.WithPluginName("agentcg"), stub.WithPluginIdx("10"), stub.WithSocketPath(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := st.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Stop)
+	select {
+	case <-reg.ch:
+	case <-time.After(30 * time.Second):
+		t.Fatal("plugin never registered with the runtime")
+	}
+	e.rt = rt
+	return e
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// metric returns the value of the sample of name whose labels include want.
+func metric(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if got[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+func pod(ns string) *api.PodSandbox {
+	return &api.PodSandbox{Id: "pod-" + ns, Name: "p", Namespace: ns, Labels: map[string]string{enroll.NamespaceKey: ns}}
+}
+
+func TestEvents(t *testing.T) {
+	tests := []struct {
+		name     string
+		ns       string
+		ann      map[string]string
+		cgroup   string // path written to /proc/<pid>/cgroup; "" leaves no proc entry
+		mkdir    bool
+		failMode enroll.FailMode
+		attach   policy.Priority // expected attach, "" for none
+		reason   enroll.Reason   // expected rejection reason
+		startErr string          // expected StartContainer error substring
+	}{
+		{name: "high", ns: "prod", ann: map[string]string{"agentcg.priority": "high"}, cgroup: "/kubepods/c", mkdir: true, attach: policy.High},
+		{name: "low", ns: "dev", ann: map[string]string{"agentcg.priority": "low"}, cgroup: "/kubepods/c", mkdir: true, attach: policy.Low},
+		{name: "no annotation", ns: "prod", ann: nil, cgroup: "/kubepods/c", mkdir: true},
+		{name: "invalid value", ns: "prod", ann: map[string]string{"agentcg.priority": "max"}, cgroup: "/kubepods/c", mkdir: true, reason: enroll.ReasonInvalidValue},
+		{name: "invalid value fail-closed", ns: "prod", ann: map[string]string{"agentcg.priority": "max"}, cgroup: "/kubepods/c", mkdir: true, failMode: enroll.FailClosed, reason: enroll.ReasonInvalidValue, startErr: "allowed values are high, low"},
+		{name: "high from other namespace", ns: "dev", ann: map[string]string{"agentcg.priority": "high"}, cgroup: "/kubepods/c", mkdir: true, reason: enroll.ReasonNotAllowed},
+		{name: "unresolvable cgroup", ns: "prod", ann: map[string]string{"agentcg.priority": "low"}, reason: enroll.ReasonCgroupNotFound},
+		{name: "cgroup outside root", ns: "prod", ann: map[string]string{"agentcg.priority": "low"}, cgroup: "/../../../../../../tmp", reason: enroll.ReasonCgroupOutside},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, setup{failMode: tc.failMode})
+			ctx := context.Background()
+			var dir string
+			if tc.mkdir {
+				d, err := e.tr.Cgroup(tc.cgroup)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dir, _ = filepath.EvalSymlinks(d)
+			}
+			if tc.cgroup != "" {
+				if err := e.tr.Proc(1234, tc.cgroup); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctr := &api.Container{Id: "ctr1", PodSandboxId: "pod-" + tc.ns, Name: "c", State: api.ContainerState_CONTAINER_CREATED, Pid: 1234, Annotations: tc.ann}
+			err := e.rt.StartContainer(ctx, &api.StartContainerRequest{Pod: pod(tc.ns), Container: ctr})
+			if tc.startErr == "" && err != nil {
+				t.Fatalf("StartContainer: %v", err)
+			}
+			if tc.startErr != "" && (err == nil || !strings.Contains(err.Error(), tc.startErr)) {
+				t.Fatalf("StartContainer err = %v, want %q", err, tc.startErr)
+			}
+			if _, err := e.rt.StopContainer(ctx, &api.StopContainerRequest{Pod: pod(tc.ns), Container: ctr}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.rt.RemoveContainer(ctx, &api.RemoveContainerRequest{Pod: pod(tc.ns), Container: ctr}); err != nil {
+				t.Fatal(err)
+			}
+
+			calls := e.pol.Calls()
+			var want []enrolltest.Call
+			if tc.attach != "" {
+				want = []enrolltest.Call{{Op: "attach", Dir: dir, Priority: tc.attach}, {Op: "detach", Dir: dir}}
+			}
+			if len(calls) != len(want) || (len(want) > 0 && (calls[0] != want[0] || calls[1] != want[1])) {
+				t.Fatalf("policy calls %+v, want %+v", calls, want)
+			}
+			m := e.metrics.Registry
+			if tc.attach != "" {
+				if got := metric(t, m, "agentcg_attaches_total", map[string]string{"priority": string(tc.attach), "mode": "bpf"}); got != 1 {
+					t.Fatalf("attaches = %v, want 1", got)
+				}
+				if got := metric(t, m, "agentcg_detaches_total", nil); got != 1 {
+					t.Fatalf("detaches = %v, want 1 (stop detaches, remove finds nothing left)", got)
+				}
+				if got := metric(t, m, "agentcg_attach_latency_seconds", nil); got != 1 {
+					t.Fatalf("latency samples = %v, want 1", got)
+				}
+				if !strings.Contains(e.log.String(), "attach latency") {
+					t.Fatalf("no latency log line:\n%s", e.log)
+				}
+			}
+			if tc.reason != "" {
+				if got := metric(t, m, "agentcg_rejections_total", map[string]string{"reason": string(tc.reason)}); got != 1 {
+					t.Fatalf("rejections{reason=%s} = %v, want 1\nlog:\n%s", tc.reason, got, e.log)
+				}
+				if !strings.Contains(e.log.String(), "reason="+string(tc.reason)) || !strings.Contains(e.log.String(), "container=ctr1") {
+					t.Fatalf("log lacks reason or container id:\n%s", e.log)
+				}
+			} else if got := metric(t, m, "agentcg_rejections_total", nil); got != 0 {
+				t.Fatalf("unexpected rejection counted:\n%s", e.log)
+			}
+		})
+	}
+}
+
+func TestSynchronize(t *testing.T) {
+	low := map[string]string{"agentcg.priority": "low"}
+	running := func(id string) *api.Container {
+		return &api.Container{Id: id, PodSandboxId: "pod-dev", State: api.ContainerState_CONTAINER_RUNNING, Annotations: low,
+			Linux: &api.LinuxContainer{CgroupsPath: "/kubepods/" + id}}
+	}
+	var dirs []string
+	e := start(t, setup{
+		pods: []*api.PodSandbox{pod("dev")},
+		ctrs: []*api.Container{running("a"), running("b"), running("c"),
+			{Id: "stopped", PodSandboxId: "pod-dev", State: api.ContainerState_CONTAINER_STOPPED, Annotations: low}},
+		before: func(e *env) {
+			for _, id := range []string{"a", "b", "c", "stale"} {
+				d, err := e.tr.Cgroup("kubepods/" + id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, _ = filepath.EvalSymlinks(d)
+				dirs = append(dirs, d)
+			}
+			// "a" was attached before the plugin was killed; "stale"
+			// was removed while it was down; "ghost" has a pin but no record.
+			en, err := enroll.New(enroll.Config{CgroupRoot: e.tr.CgroupRoot, ProcRoot: e.tr.ProcRoot, StateDir: stateDir(t, e)}, e.pol, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{"a", "stale"} {
+				if _, err := en.Enroll(context.Background(), enroll.Container{ID: id, CgroupsPath: "/kubepods/" + id, Annotations: low}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Remove(dirs[3]); err != nil {
+				t.Fatal(err)
+			}
+			e.pol.AddLink(policy.Link{CgroupID: 77, CgroupPath: filepath.Join(e.tr.CgroupRoot, "kubepods/ghost"), Priority: policy.High, Mode: policy.ModeBPF})
+		},
+	})
+	links := e.pol.Links()
+	if len(links) != 3 {
+		t.Fatalf("links after sync = %d (%v), want 3", len(links), links)
+	}
+	for _, d := range dirs[:3] {
+		if _, ok := links[d]; !ok {
+			t.Fatalf("no link for running container cgroup %s: %v", d, links)
+		}
+	}
+	if got := metric(t, e.metrics.Registry, "agentcg_policy_links", map[string]string{"priority": "low"}); got != 3 {
+		t.Fatalf("agentcg_policy_links{low} = %v, want 3", got)
+	}
+	if !strings.Contains(e.log.String(), "orphans_removed=1") || !strings.Contains(e.log.String(), "stale_records=1") {
+		t.Fatalf("sync log:\n%s", e.log)
+	}
+}
+
+// stateDir digs the state dir out of the plugin's enroller config through
+// the public API: the plugin was built from the same config in start.
+func stateDir(t *testing.T, e *env) string {
+	t.Helper()
+	return e.plugin.Enroller().Config().StateDir
+}
+
+func TestPolicyCountersByPriority(t *testing.T) {
+	e := start(t, setup{})
+	e.pol.AddLink(policy.Link{CgroupID: 1, CgroupPath: e.tr.CgroupRoot + "/h", Priority: policy.High})
+	e.pol.AddLink(policy.Link{CgroupID: 2, CgroupPath: e.tr.CgroupRoot + "/l1", Priority: policy.Low})
+	e.pol.AddLink(policy.Link{CgroupID: 3, CgroupPath: e.tr.CgroupRoot + "/l2", Priority: policy.Low})
+	e.pol.SetStats(2, policy.Counters{DelayCalls: 10, DelayNonZero: 4})
+	e.pol.SetStats(3, policy.Counters{DelayCalls: 5, DelayNonZero: 1})
+	e.pol.SetStats(1, policy.Counters{BelowLowTrue: 7})
+	m := e.metrics.Registry
+	if got := metric(t, m, "agentcg_policy_delay_calls", map[string]string{"priority": "low", "result": "nonzero"}); got != 5 {
+		t.Fatalf("low nonzero delays = %v, want 5", got)
+	}
+	if got := metric(t, m, "agentcg_policy_below_low_calls", map[string]string{"priority": "high", "result": "true"}); got != 7 {
+		t.Fatalf("high below_low true = %v, want 7", got)
+	}
+}
+
+func TestAnnounceMode(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	plugin.AnnounceMode(log, policy.ModeAuto, enrolltest.New(policy.ModeNative), nil)
+	if !strings.Contains(buf.String(), "native fallback") {
+		t.Fatalf("auto→native not announced: %s", buf.String())
+	}
+	buf.Reset()
+	plugin.AnnounceMode(log, policy.ModeAuto, enrolltest.New(policy.ModeBPF), nil)
+	if strings.Contains(buf.String(), "fallback") {
+		t.Fatalf("bpf mode announced as fallback: %s", buf.String())
+	}
+}

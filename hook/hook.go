@@ -80,7 +80,7 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 	if err := json.NewDecoder(stdin).Decode(&st); err != nil {
 		return fail(fmt.Errorf("agentcg-hook: read OCI state from stdin: %w", err))
 	}
-	log = log.With("container", st.ID, "stage", string(stage))
+	log = log.With("stage", string(stage))
 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -89,6 +89,7 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 	// syscall cannot hold the runtime past the timeout: we return, and the
 	// process exits under it.
 	go func() { done <- h.do(ctx, stage, st, log) }()
+	log = log.With("container", st.ID)
 	select {
 	case err := <-done:
 		if err != nil {

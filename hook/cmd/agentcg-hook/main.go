@@ -52,7 +52,9 @@ func main() {
 }
 
 func open(ctx context.Context, cfg enroll.Config) (policy.Policy, error) {
-	return mode.Open(ctx, mode.Options{Mode: cfg.Mode, Config: cfg.Policy})
+	// The attach log line names the mode; mode.Open's own fallback notice
+	// would repeat on every container.
+	return mode.Open(ctx, mode.Options{Mode: cfg.Mode, Config: cfg.Policy, Logger: slog.New(slog.DiscardHandler)})
 }
 
 func envDuration(key string, def time.Duration) time.Duration {

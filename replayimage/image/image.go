@@ -78,13 +78,9 @@ func Build(opt Options) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", arch
 	cf.Created = v1.Time{Time: epoch}
-	cmd := []string{"--help"}
-	if len(traces) > 0 {
-		cmd = []string{"check", path.Join(TracesPath, traces[0].name)}
-	}
 	cf.Config = v1.Config{
 		Entrypoint: []string{BinaryPath},
-		Cmd:        cmd,
+		Cmd:        []string{"--help"}, // as in the Dockerfile
 		Env:        []string{"PATH=/"},
 		WorkingDir: "/",
 		Labels: map[string]string{

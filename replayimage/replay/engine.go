@@ -89,6 +89,7 @@ type Result struct {
 	MaxStepLagS    float64   `json:"max_step_lag_s"`
 	Slowdown       float64   `json:"slowdown"`
 	BusyS          float64   `json:"busy_s"`
+	GrowS          float64   `json:"grow_s"`
 	PeakBytes      int64     `json:"peak_bytes"`
 	TargetPeak     int64     `json:"target_peak_bytes"`
 	TouchedBytes   int64     `json:"touched_bytes"`
@@ -175,6 +176,7 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 		monoBase  int64
 		latencies []float64
 		busy      time.Duration
+		grow      time.Duration
 		maxLag    time.Duration
 	)
 	if opt.StepLog != nil {
@@ -193,6 +195,7 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 	finish := func(end time.Time) {
 		res.CompletionS = end.Sub(start).Seconds()
 		res.BusyS = busy.Seconds()
+		res.GrowS = grow.Seconds()
 		res.MaxStepLagS = maxLag.Seconds()
 		if !opt.Unpaced {
 			res.LagS = max(0, res.CompletionS-res.IdealS)
@@ -224,6 +227,7 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 		busy += t1.Sub(t0)
 		if after > before {
 			res.TouchedBytes += int64(after-before) * int64(ps)
+			grow += t1.Sub(t0)
 			latencies = append(latencies, float64(t1.Sub(t0))/float64(time.Millisecond))
 		} else {
 			res.ReleasedBytes += int64(before-after) * int64(ps)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# make bench: the unpaced replay's page-touch throughput next to a raw
+# mmap-and-touch loop measured in the same run (and their ratio), then the
+# trace parser's Go benchmark.
+#   BENCH_TRACE      trace folder (default: Medical_Bio_Hard)
+#   BENCH_MEM_SCALE  memory scale; 0.25 keeps the 4.06 GB spike at ~1 GB
+#   BENCH_ROUNDS     interleaved replay/raw pairs; medians are reported
+#   BENCH_MIN_RATIO  fail when replay/raw is below this (default 0.8)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${BIN:-bin/agentcg-replay}
+"$bin" bench "${BENCH_TRACE:-replayimage/traces/Medical_Bio_Hard}" \
+	--mem-scale "${BENCH_MEM_SCALE:-0.25}" \
+	--rounds "${BENCH_ROUNDS:-5}" \
+	--min-ratio "${BENCH_MIN_RATIO:-0.8}"
+echo "== parser"
+"${GO:-go}" test -run '^$' -bench . -benchmem ./replayimage/trace/

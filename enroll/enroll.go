@@ -287,6 +287,12 @@ func (e *Enroller) Unenroll(ctx context.Context, id string) (Result, error) {
 	return res, nil
 }
 
+// reconciler is implemented by policies (the BPF one) that can remove
+// their own orphans, including pins they hold no record of.
+type reconciler interface {
+	Reconcile(ctx context.Context) ([]policy.Link, error)
+}
+
 // ReconcileReport summarises a Reconcile.
 type ReconcileReport struct {
 	Enrolled []Result // one per running container
@@ -318,6 +324,17 @@ func (e *Enroller) Reconcile(ctx context.Context, running []Container) (Reconcil
 		rep.Stale = append(rep.Stale, res)
 		errs = append(errs, err)
 	}
+	// Orphans: links whose cgroup is gone. A policy that can reconcile
+	// itself also finds pins it has no record of.
+	if r, ok := e.pol.(reconciler); ok {
+		removed, err := r.Reconcile(ctx)
+		errs = append(errs, err)
+		for _, l := range removed {
+			e.log.Info("removed orphan link", "cgroup", l.CgroupPath, "cgroup_id", l.CgroupID, "pin", l.PinPath)
+			rep.Orphans = append(rep.Orphans, l.CgroupPath)
+		}
+		return rep, errors.Join(errs...)
+	}
 	links, err := e.pol.List(ctx)
 	errs = append(errs, err)
 	for _, l := range links {
@@ -325,6 +342,10 @@ func (e *Enroller) Reconcile(ctx context.Context, running []Container) (Reconcil
 			if _, err := os.Stat(l.CgroupPath); err == nil {
 				continue
 			}
+		}
+		if l.CgroupPath == "" {
+			e.log.Warn("orphan link without a cgroup path; the policy cannot detach it by path", "cgroup_id", l.CgroupID, "pin", l.PinPath)
+			continue
 		}
 		if err := e.pol.Detach(ctx, l.CgroupPath); err != nil {
 			errs = append(errs, fmt.Errorf("detach orphan %s: %w", l.CgroupPath, err))

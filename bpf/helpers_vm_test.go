@@ -35,12 +35,15 @@ func TestMain(m *testing.M) {
 		it, _ := strconv.Atoi(os.Getenv(envIter))
 		touch(mb, it)
 		os.Exit(0)
-	case "hold": // keep MB resident and churn 4 MiB forever
+	case "hold": // keep MB resident and fault in 4 MiB every 20 ms, forever
 		mb, _ := strconv.Atoi(os.Getenv(envMB))
 		if _, err := mapTouch(mb); err != nil {
 			os.Exit(3)
 		}
-		touch(4, 0)
+		for {
+			touch(4, 1)
+			time.Sleep(20 * time.Millisecond) // steady, without hogging a vCPU
+		}
 	}
 	os.Exit(m.Run())
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/agentcg/agentcg/policy"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // Values of the agentcg_prio map (AGENTCG_PRIO_* in common.bpf.h).
@@ -197,6 +198,11 @@ func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (
 	if err != nil {
 		return policy.Link{}, fmt.Errorf("attach %s ops: %w", prio, err)
 	}
+	// Without its own memcg the kernel resolves the cgroup to the nearest
+	// ancestor's memcg and would attach the ops there, to a whole subtree.
+	if _, err := os.Stat(filepath.Join(dir, "memory.current")); err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s ops to %s: no memory controller (enable +memory in the parent's cgroup.subtree_control): %w", prio, dir, err)
+	}
 	unlock, err := p.recs.lock()
 	if err != nil {
 		return policy.Link{}, err
@@ -282,8 +288,8 @@ func (p *Policy) findLocked(id uint64) (record, bool) {
 // detachLocked removes the pin (which releases the link), the priority
 // entry and the record. Counters stay readable until detach --all.
 func (p *Policy) detachLocked(rec record) error {
-	if err := os.Remove(rec.PinPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("detach %s (cgroup %d): unpin: %w", rec.CgroupPath, rec.CgroupID, err)
+	if err := unpin(rec.PinPath); err != nil {
+		return fmt.Errorf("detach %s (cgroup %d): %w", rec.CgroupPath, rec.CgroupID, err)
 	}
 	if m, err := p.pinnedMap(prioMapName); err == nil {
 		if err := m.Delete(rec.CgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -328,8 +334,8 @@ func (p *Policy) Detach(ctx context.Context, dir string) error {
 	}
 	// A pin without a record (record dir lost): the id names it.
 	if idErr == nil {
-		if err := os.Remove(p.pinPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("detach %s: unpin: %w", abs, err)
+		if err := unpin(p.pinPath(id)); err != nil {
+			return fmt.Errorf("detach %s: %w", abs, err)
 		}
 	}
 	return p.dropActivityIfIdleLocked()
@@ -345,8 +351,29 @@ func (p *Policy) dropActivityIfIdleLocked() error {
 	if len(ents) > 0 {
 		return nil
 	}
-	if err := os.Remove(filepath.Join(p.cfg.PinDir, activityPin)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("unpin tracepoint: %w", err)
+	return unpin(filepath.Join(p.cfg.PinDir, activityPin))
+}
+
+// unpin detaches a pinned link synchronously (BPF_LINK_DETACH runs the
+// ops' unreg now; dropping the last reference alone defers it to a
+// workqueue, and an attach right after would see EBUSY), then removes the pin.
+func unpin(pin string) error {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		if rmErr := os.Remove(pin); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
+			return fmt.Errorf("unpin %s: %w", pin, errors.Join(err, rmErr))
+		}
+		return nil
+	}
+	defer l.Close()
+	if err := l.Detach(); err != nil && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("detach link %s: %w", pin, err)
+	}
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin %s: %w", pin, err)
 	}
 	return nil
 }

@@ -80,7 +80,6 @@ func opsProgIDs(t *testing.T, p *Policy, high bool) map[string]uint64 {
 	return out
 }
 
-
 // TestOpsMapsHoldTheirOwnPrograms guards against the cilium/ebpf v0.22.0
 // bug that puts every memcg_bpf_ops program into every ops map of an object.
 func TestOpsMapsHoldTheirOwnPrograms(t *testing.T) {

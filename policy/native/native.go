@@ -1,0 +1,302 @@
+// Package native owns the fallback policy for kernels without memcg_bpf_ops:
+// HIGH cgroups get memory.low, LOW cgroups get memory.high, with values from
+// policy.Config. The previous value is recorded outside the cgroup and
+// restored on Detach.
+package native
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/agentcg/agentcg/cgroup"
+	"github.com/agentcg/agentcg/policy"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultRecordDir holds one record per attached cgroup.
+const DefaultRecordDir = "/run/agentcg/native"
+
+// Options configure a Policy.
+type Options struct {
+	Config    policy.Config
+	RecordDir string // default DefaultRecordDir
+}
+
+// Policy is the native implementation of policy.Policy.
+type Policy struct {
+	cfg policy.Config
+	dir string
+	mu  sync.Mutex
+}
+
+var _ policy.Policy = (*Policy)(nil)
+
+// record is RecordDir/<cgroup id>.json.
+type record struct {
+	CgroupID   uint64          `json:"cgroup_id"`
+	CgroupPath string          `json:"cgroup_path"`
+	Priority   policy.Priority `json:"priority"`
+	File       string          `json:"file"`     // memory.low or memory.high
+	Previous   string          `json:"previous"` // value before Attach
+}
+
+// New returns the native policy.
+func New(opts Options) (*Policy, error) {
+	cfg := opts.Config.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.RecordDir == "" {
+		opts.RecordDir = DefaultRecordDir
+	}
+	return &Policy{cfg: cfg, dir: opts.RecordDir}, nil
+}
+
+// Mode implements policy.Policy.
+func (p *Policy) Mode() policy.Mode { return policy.ModeNative }
+
+// setting returns the file and value a priority writes.
+func (p *Policy) setting(prio policy.Priority) (string, string, error) {
+	switch prio {
+	case policy.High:
+		return "memory.low", cgroup.FormatBytes(p.cfg.NativeLowBytes), nil
+	case policy.Low:
+		return "memory.high", cgroup.FormatBytes(p.cfg.NativeHighBytes), nil
+	}
+	_, err := policy.ParsePriority(string(prio))
+	return "", "", err
+}
+
+func (p *Policy) path(id uint64) string {
+	return filepath.Join(p.dir, strconv.FormatUint(id, 10)+".json")
+}
+
+// Attach implements policy.Policy.
+func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (policy.Link, error) {
+	file, value, err := p.setting(prio)
+	if err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s: %w", dir, err)
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return policy.Link{}, err
+	}
+	id, err := cgroup.ID(dir)
+	if err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s: %w", prio, err)
+	}
+	unlock, err := p.lock()
+	if err != nil {
+		return policy.Link{}, err
+	}
+	defer unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if old, err := p.read(p.path(id)); err == nil {
+		if old.Priority == prio {
+			return linkOf(old, false), nil
+		}
+		if err := p.restore(old); err != nil {
+			return policy.Link{}, err
+		}
+	}
+	prev, err := cgroup.Read(dir, file)
+	if err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s: %w", prio, err)
+	}
+	rec := record{CgroupID: id, CgroupPath: dir, Priority: prio, File: file, Previous: prev}
+	// Record first: a crash between the two steps still restores.
+	if err := p.write(rec); err != nil {
+		return policy.Link{}, err
+	}
+	if err := cgroup.Write(dir, file, value); err != nil {
+		os.Remove(p.path(id))
+		return policy.Link{}, fmt.Errorf("attach %s: %w", prio, err)
+	}
+	return linkOf(rec, false), nil
+}
+
+// restore writes the previous value back (if the cgroup still exists) and
+// drops the record.
+func (p *Policy) restore(rec record) error {
+	if alive(rec) {
+		if err := cgroup.Write(rec.CgroupPath, rec.File, rec.Previous); err != nil {
+			return fmt.Errorf("detach: restore: %w", err)
+		}
+	}
+	if err := os.Remove(p.path(rec.CgroupID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("detach %s: %w", rec.CgroupPath, err)
+	}
+	return nil
+}
+
+// Detach implements policy.Policy; it works after the cgroup is gone.
+func (p *Policy) Detach(ctx context.Context, dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	unlock, err := p.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	recs, err := p.all()
+	if err != nil {
+		return err
+	}
+	id, idErr := cgroup.ID(abs)
+	for _, r := range recs {
+		if r.CgroupPath == abs || (idErr == nil && r.CgroupID == id) {
+			if err := p.restore(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// DetachAll restores every recorded cgroup.
+func (p *Policy) DetachAll(ctx context.Context) error {
+	unlock, err := p.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	recs, err := p.all()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range recs {
+		errs = append(errs, p.restore(r))
+	}
+	return errors.Join(errs...)
+}
+
+// List implements policy.Policy.
+func (p *Policy) List(ctx context.Context) ([]policy.Link, error) {
+	recs, err := p.all()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]policy.Link, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, linkOf(r, !alive(r)))
+	}
+	return out, nil
+}
+
+// Reconcile drops records of removed cgroups.
+func (p *Policy) Reconcile(ctx context.Context) ([]policy.Link, error) {
+	links, err := p.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var removed []policy.Link
+	for _, l := range links {
+		if l.Orphan {
+			if err := os.Remove(p.path(l.CgroupID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return removed, err
+			}
+			removed = append(removed, l)
+		}
+	}
+	return removed, nil
+}
+
+// Stats implements policy.Policy: the native policy keeps no counters.
+func (p *Policy) Stats(ctx context.Context) (map[uint64]policy.Counters, error) {
+	return map[uint64]policy.Counters{}, nil
+}
+
+// Close implements policy.Policy.
+func (p *Policy) Close() error { return nil }
+
+func linkOf(r record, orphan bool) policy.Link {
+	return policy.Link{CgroupID: r.CgroupID, CgroupPath: r.CgroupPath, Priority: r.Priority, Mode: policy.ModeNative, Orphan: orphan}
+}
+
+func alive(r record) bool {
+	id, err := cgroup.ID(r.CgroupPath)
+	return err == nil && id == r.CgroupID
+}
+
+func (p *Policy) read(path string) (record, error) {
+	var r record
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return r, nil
+}
+
+func (p *Policy) write(r record) error {
+	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+		return fmt.Errorf("record dir: %w", err)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	tmp := p.path(r.CgroupID) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("record %s: %w", r.CgroupPath, err)
+	}
+	return os.Rename(tmp, p.path(r.CgroupID))
+}
+
+func (p *Policy) all() ([]record, error) {
+	ents, err := os.ReadDir(p.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p.dir, err)
+	}
+	var out []record
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		r, err := p.read(filepath.Join(p.dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CgroupID < out[j].CgroupID })
+	return out, nil
+}
+
+// lock serialises processes (hook, plugin, CLI) on the record dir.
+func (p *Policy) lock() (func(), error) {
+	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("record dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(p.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", p.dir, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil
+}

@@ -1,0 +1,86 @@
+package native
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/agentcg/agentcg/policy"
+)
+
+// A plain directory with memory.low/memory.high files stands in for a
+// cgroup: the policy only reads and writes those files.
+func fakeCgroup(t *testing.T, low, high string) string {
+	t.Helper()
+	d := t.TempDir()
+	os.WriteFile(filepath.Join(d, "memory.low"), []byte(low+"\n"), 0o644)
+	os.WriteFile(filepath.Join(d, "memory.high"), []byte(high+"\n"), 0o644)
+	return d
+}
+
+func read(t *testing.T, dir, f string) string {
+	b, err := os.ReadFile(filepath.Join(dir, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestAttachRestore(t *testing.T) {
+	ctx := context.Background()
+	p, err := New(Options{Config: policy.Config{NativeLowBytes: 1000, NativeHighBytes: 2000}, RecordDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		prio       policy.Priority
+		file, want string
+	}{
+		{policy.High, "memory.low", "1000"},
+		{policy.Low, "memory.high", "2000"},
+	} {
+		d := fakeCgroup(t, "7", "max")
+		before := read(t, d, tc.file)
+		if _, err := p.Attach(ctx, d, tc.prio); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(t, d, tc.file); got != tc.want {
+			t.Errorf("%s: %s = %q, want %q", tc.prio, tc.file, got, tc.want)
+		}
+		if _, err := p.Attach(ctx, d, tc.prio); err != nil { // idempotent
+			t.Fatal(err)
+		}
+		if l, _ := p.List(ctx); len(l) != 1 || l[0].Priority != tc.prio || l[0].Orphan {
+			t.Errorf("list: %+v", l)
+		}
+		if err := p.Detach(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(t, d, tc.file); got+"\n" != before && got != before {
+			t.Errorf("%s: %s restored to %q, want %q", tc.prio, tc.file, got, before)
+		}
+		if l, _ := p.List(ctx); len(l) != 0 {
+			t.Errorf("list after detach: %+v", l)
+		}
+	}
+}
+
+func TestDetachAfterRemoval(t *testing.T) {
+	ctx := context.Background()
+	p, _ := New(Options{RecordDir: t.TempDir()})
+	d := fakeCgroup(t, "0", "max")
+	if _, err := p.Attach(ctx, d, policy.Low); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(d)
+	if l, _ := p.List(ctx); len(l) != 1 || !l[0].Orphan {
+		t.Fatalf("list: %+v", l)
+	}
+	if err := p.Detach(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := p.List(ctx); len(l) != 0 {
+		t.Errorf("list after detach: %+v", l)
+	}
+}

@@ -1,0 +1,380 @@
+//go:build vmtest
+
+package plugin_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentcg/agentcg/bpf"
+	"github.com/agentcg/agentcg/cgroup"
+	"github.com/agentcg/agentcg/internal/vmtest"
+)
+
+// VM tests drive the real agentcg-nri binary (built by `make build`) against
+// the guest's containerd through crictl, with the BPF policy on the patched
+// kernel. Each test uses its own pin dir, state dir and cgroup parent.
+
+const (
+	vmNamespace = "agentcg-prod" // the allowlisted Kubernetes namespace
+	vmImage     = "docker.io/agentcg/pause:1"
+)
+
+type vmEnv struct {
+	t        *testing.T
+	dir      string // config, logs
+	pinDir   string
+	stateDir string
+	parent   string // cgroup parent, cgroupfs form
+	logPath  string
+	cfgPath  string
+	nri      *exec.Cmd
+}
+
+func newVMEnv(t *testing.T, name string) *vmEnv {
+	vmtest.Require(t)
+	e := &vmEnv{
+		t:        t,
+		dir:      vmtest.ResultsDir(t),
+		pinDir:   "/sys/fs/bpf/agentcg-nri-" + name,
+		stateDir: "/run/agentcg-nri-" + name + "/containers",
+		parent:   "/agentcg-nri-" + name,
+	}
+	e.logPath = filepath.Join(e.dir, "agentcg-nri.log")
+	e.cfgPath = filepath.Join(e.dir, "config.yaml")
+	cfg := fmt.Sprintf(`mode: bpf
+fail_mode: open
+state_dir: %s
+high:
+  namespaces: [%s]
+policy:
+  pin_dir: %s
+`, e.stateDir, vmNamespace, e.pinDir)
+	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.stopNRI()
+		// Leave no pods behind for the next test.
+		for _, id := range strings.Fields(e.crictlOK("pods", "-q", "--namespace", vmNamespace)) {
+			e.crictlOK("stopp", id)
+			e.crictlOK("rmp", "-f", id)
+		}
+	})
+	return e
+}
+
+func (e *vmEnv) bin(name string) string {
+	p := filepath.Join(vmtest.Src(e.t), "bin", name)
+	if _, err := os.Stat(p); err != nil {
+		e.t.Fatalf("%s missing: run `make build` before the VM tier: %v", p, err)
+	}
+	return p
+}
+
+// startNRI starts the plugin and waits for its first Synchronize.
+func (e *vmEnv) startNRI() {
+	e.t.Helper()
+	before := strings.Count(e.log(), "msg=synchronized")
+	f, err := os.OpenFile(e.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := exec.Command(e.bin("agentcg-nri"), "--config", e.cfgPath, "--idx", "50")
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	f.Close()
+	e.nri = cmd
+	e.waitFor("plugin synchronized", 60*time.Second, func() bool {
+		return strings.Count(e.log(), "msg=synchronized") > before
+	})
+}
+
+func (e *vmEnv) stopNRI() {
+	if e.nri == nil {
+		return
+	}
+	e.nri.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { e.nri.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		e.nri.Process.Kill()
+		<-done
+	}
+	e.nri = nil
+}
+
+func (e *vmEnv) killNRI() {
+	e.nri.Process.Kill() // SIGKILL: no cleanup of any kind
+	e.nri.Wait()
+	e.nri = nil
+}
+
+func (e *vmEnv) log() string {
+	b, _ := os.ReadFile(e.logPath)
+	return string(b)
+}
+
+func (e *vmEnv) waitFor(what string, d time.Duration, ok func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s; plugin log:\n%s", what, tail(e.log(), 40))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *vmEnv) crictlOK(args ...string) string {
+	out, _ := exec.Command("crictl", args...).Output()
+	return strings.TrimSpace(string(out))
+}
+
+func (e *vmEnv) crictl(args ...string) string {
+	e.t.Helper()
+	out, err := exec.Command("crictl", args...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("crictl %s: %v\n%s\nplugin log:\n%s", strings.Join(args, " "), err, out, tail(e.log(), 20))
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func (e *vmEnv) writeJSON(name string, v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p := filepath.Join(e.dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// runPod starts a host-network pod in the allowlisted namespace.
+func (e *vmEnv) runPod(name string) (id, podJSON string) {
+	podJSON = e.writeJSON("pod-"+name+".json", map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": vmNamespace, "uid": name + "-uid"},
+		"linux":         map[string]any{"cgroup_parent": e.parent, "security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
+		"log_directory": "/tmp/agentcg-nri-pods/" + name,
+	})
+	return e.crictl("runp", podJSON), podJSON
+}
+
+// startCtr creates and starts a container with the priority annotation
+// ("" for none) and returns its id and cgroup directory.
+func (e *vmEnv) startCtr(pod, podJSON, name, prio string) (string, string) {
+	ann := map[string]string{}
+	if prio != "" {
+		ann["agentcg.priority"] = prio
+	}
+	ctrJSON := e.writeJSON("ctr-"+name+".json", map[string]any{
+		"metadata":    map[string]any{"name": name},
+		"image":       map[string]any{"image": vmImage},
+		"annotations": ann,
+		"log_path":    name + ".log",
+	})
+	id := e.crictl("create", pod, ctrJSON, podJSON)
+	e.crictl("start", id)
+	return id, filepath.Join(cgroup.Root, e.parent, id)
+}
+
+func (e *vmEnv) removeCtr(id string) {
+	e.crictl("stop", "-t", "0", id)
+	e.crictl("rm", id)
+}
+
+// pins maps each pinned link's cgroup id to its pin path.
+func (e *vmEnv) pins() map[uint64]string {
+	e.t.Helper()
+	ents, err := os.ReadDir(filepath.Join(e.pinDir, "links"))
+	if err != nil && !os.IsNotExist(err) {
+		e.t.Fatal(err)
+	}
+	out := map[uint64]string{}
+	for _, d := range ents {
+		id, err := strconv.ParseUint(strings.TrimPrefix(d.Name(), "cg-"), 10, 64)
+		if err != nil {
+			e.t.Fatalf("unexpected pin %s", d.Name())
+		}
+		out[id] = filepath.Join(e.pinDir, "links", d.Name())
+	}
+	return out
+}
+
+// wantPins checks that the pins are exactly those of dirs.
+func (e *vmEnv) wantPins(dirs ...string) {
+	e.t.Helper()
+	want := map[uint64]bool{}
+	for _, d := range dirs {
+		id, err := cgroup.ID(d)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		want[id] = true
+	}
+	got := e.pins()
+	var gotIDs []uint64
+	for id := range got {
+		gotIDs = append(gotIDs, id)
+		if !want[id] {
+			e.t.Fatalf("pin %s is for no expected cgroup (want %v)", got[id], dirs)
+		}
+	}
+	if len(got) != len(want) {
+		e.t.Fatalf("%d pins %v, want %d for %v", len(got), gotIDs, len(want), dirs)
+	}
+}
+
+func TestVMCRIHighPinnedThenGone(t *testing.T) {
+	e := newVMEnv(t, "high")
+	e.startNRI()
+	pod, podJSON := e.runPod("high")
+	id, dir := e.startCtr(pod, podJSON, "c-high", "high")
+	plain, _ := e.startCtr(pod, podJSON, "c-plain", "")
+	e.wantPins(dir)
+	if !strings.Contains(e.log(), "container="+id) || !strings.Contains(e.log(), "priority=high") {
+		t.Fatalf("attach not logged with container id and priority:\n%s", tail(e.log(), 20))
+	}
+	e.removeCtr(id)
+	e.removeCtr(plain)
+	e.wantPins()
+	if recs, _ := os.ReadDir(e.stateDir); len(recs) > 1 { // .lock may remain
+		t.Fatalf("records left: %v", recs)
+	}
+}
+
+var latencyRE = regexp.MustCompile(`msg="attach latency" .*latency_ms=([0-9.]+)`)
+
+func TestVMCRIAttachLatency(t *testing.T) {
+	const n = 50
+	e := newVMEnv(t, "lat")
+	e.startNRI()
+	pod, podJSON := e.runPod("lat")
+	var ids, dirs []string
+	for i := range n {
+		id, dir := e.startCtr(pod, podJSON, fmt.Sprintf("c%02d", i), []string{"high", "low"}[i%2])
+		ids, dirs = append(ids, id), append(dirs, dir)
+	}
+	e.wantPins(dirs...)
+	var ms []float64
+	for _, m := range latencyRE.FindAllStringSubmatch(e.log(), -1) {
+		v, err := strconv.ParseFloat(m[1], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, v)
+	}
+	if len(ms) != n {
+		t.Fatalf("%d attach latency lines, want %d", len(ms), n)
+	}
+	sort.Float64s(ms)
+	// Nearest-rank percentiles; with n=50, p99 is the maximum.
+	pct := func(p float64) float64 { return ms[max(0, int(p*float64(n)+0.999999)-1)] }
+	res := map[string]any{"n": n, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": ms[n-1], "min_ms": ms[0], "samples_ms": ms}
+	e.writeJSON("attach-latency.json", res)
+	t.Logf("attach latency (StartContainer received -> link pinned) over %d containers: p50 %.2f ms, p99 %.2f ms (= max at n=50), min %.2f ms",
+		n, pct(0.50), pct(0.99), ms[0])
+	fmt.Printf("AGENTCG attach latency n=%d p50=%.2fms p99=%.2fms\n", n, pct(0.50), pct(0.99))
+	for _, id := range ids {
+		e.removeCtr(id)
+	}
+	e.wantPins()
+}
+
+func TestVMRestartReconciles(t *testing.T) {
+	e := newVMEnv(t, "restart")
+	e.startNRI()
+	pod, podJSON := e.runPod("restart")
+	var dirs []string
+	for i, p := range []string{"high", "low", "low"} {
+		_, dir := e.startCtr(pod, podJSON, fmt.Sprintf("r%d", i), p)
+		dirs = append(dirs, dir)
+	}
+	e.wantPins(dirs...)
+	e.killNRI()
+	// A pin whose cgroup vanished while the plugin was down: make a
+	// cgroup, attach through a second plugin run, then kill and rmdir.
+	e.startNRI()
+	orphanID, orphanDir := e.startCtr(pod, podJSON, "orphan", "low")
+	e.wantPins(append(slices.Clone(dirs), orphanDir)...)
+	e.killNRI()
+	e.crictl("stop", "-t", "0", orphanID)
+	e.crictl("rm", orphanID) // no RemoveContainer reaches the dead plugin
+
+	e.startNRI()
+	e.wantPins(dirs...) // exactly 3 links, 0 orphans
+	if !strings.Contains(tail(e.log(), 5), "orphans_removed=") {
+		t.Logf("log tail:\n%s", tail(e.log(), 5))
+	}
+	ents, _ := os.ReadDir(e.stateDir)
+	n := 0
+	for _, d := range ents {
+		if strings.HasSuffix(d.Name(), ".json") {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d container records after restart, want 3", n)
+	}
+}
+
+func TestVMChurn(t *testing.T) {
+	cycles := 200
+	if v, err := strconv.Atoi(os.Getenv("AGENTCG_CHURN_CYCLES")); err == nil && v > 0 {
+		cycles = v
+	}
+	e := newVMEnv(t, "churn")
+	e.startNRI()
+	before, err := bpf.LinkIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, podJSON := e.runPod("churn")
+	start := time.Now()
+	for i := range cycles {
+		id, _ := e.startCtr(pod, podJSON, fmt.Sprintf("churn%03d", i), []string{"high", "low"}[i%2])
+		e.removeCtr(id)
+		if i%50 == 49 {
+			t.Logf("%d cycles in %s", i+1, time.Since(start).Round(time.Second))
+		}
+	}
+	e.wantPins()
+	after, err := bpf.LinkIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaked := 0
+	for _, id := range after {
+		if !slices.Contains(before, id) {
+			leaked++
+		}
+	}
+	if leaked != 0 {
+		t.Fatalf("%d BPF links leaked after %d cycles (before %v, after %v)", leaked, cycles, before, after)
+	}
+	t.Logf("%d create/remove cycles: 0 pins, 0 leaked links", cycles)
+}

@@ -58,6 +58,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newCheck(stdout), newRun(stdout, stderr), newBench(stdout))
@@ -209,19 +210,25 @@ func (p *progress) finish() {
 	}
 }
 
+// writeResult writes to a temporary file and renames it, so that a reader
+// (or a SIGKILL mid-write) never sees half a result.
 func writeResult(stdout io.Writer, path string, res *replay.Result) error {
 	if path == "" {
 		return writeJSON(stdout, res)
 	}
-	f, err := os.Create(path)
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
 	if err != nil {
 		return err
 	}
 	if err := writeJSON(f, res); err != nil {
 		f.Close()
-		return fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", tmp, err)
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("%s: %w", tmp, err)
+	}
+	return os.Rename(tmp, path)
 }
 
 func writeJSON(w io.Writer, v any) error {

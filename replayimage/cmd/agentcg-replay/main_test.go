@@ -329,7 +329,7 @@ func TestRunTracksTargetFromOutside(t *testing.T) {
 		worst = max(worst, abs(dev)/(1<<20))
 		checked++
 		stepsSeen[j] = true
-		if st.TargetBytes > 150e6 {
+		if st.TargetBytes > 100e6 {
 			peakSeen = true
 		}
 	}
@@ -339,7 +339,7 @@ func TestRunTracksTargetFromOutside(t *testing.T) {
 		t.Fatalf("observed only %d of %d steps after their allocation; sampling too sparse to judge", len(stepsSeen), len(log))
 	}
 	if !peakSeen {
-		t.Fatal("the 203 MB spike was never observed settled")
+		t.Fatal("no step of the spike (target > 100 MB) was observed settled")
 	}
 }
 

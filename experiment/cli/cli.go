@@ -206,9 +206,10 @@ func collectEnv(ctx context.Context, cfg config.Config, rt crt.Runtime) results.
 	}
 	e.Where, e.Accel = "host", "none"
 	if os.Getenv("AGENTCG_GUEST") == "1" {
-		e.Where, e.Accel = "vm", "kvm"
-		if b, err := os.ReadFile("/proc/cpuinfo"); err == nil && strings.Contains(string(b), "QEMU Virtual CPU") {
-			e.Accel = "tcg" // qemu's own CPU model: no -cpu host, so no KVM
+		// Only a KVM guest offers the kvm-clock clocksource.
+		e.Where, e.Accel = "vm", "tcg"
+		if b, err := os.ReadFile("/sys/devices/system/clocksource/clocksource0/available_clocksource"); err == nil && strings.Contains(string(b), "kvm-clock") {
+			e.Accel = "kvm"
 		}
 	}
 	if mi, err := os.ReadFile("/proc/meminfo"); err == nil {

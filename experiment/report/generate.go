@@ -48,6 +48,14 @@ func Generate(dir string) error {
 	if err != nil {
 		return err
 	}
+	d.Traces = map[string]results.TraceInfo{}
+	for _, r := range runs {
+		for _, s := range r.Sessions {
+			if tc, err := results.LoadToolCalls(dir, s.Trace); err == nil && tc != nil && tc.Info.PeakBytes > 0 {
+				d.Traces[s.Trace] = tc.Info
+			}
+		}
+	}
 	md := Markdown(d, env, figs)
 	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(md), 0o644)
 }
@@ -248,6 +256,33 @@ func Markdown(d *Data, env results.Env, figs []string) string {
 	w("| speed | %s |\n| memory scale | %s (trace bytes and every limit are multiplied by it) |\n", floats(speed), floats(scale))
 	w("| runs | %d finished, %d included, %d excluded |\n\n", len(d.Runs), len(d.Included), len(d.Excluded))
 
+	w("## Fit of the scaled traces\n\n")
+	fit, over := false, false
+	for _, r := range d.Runs {
+		if fit || r.Run.Arm == results.ArmSolo {
+			continue
+		}
+		fit = true
+		w("| session | trace | trace peak × scale | parent limit | Static per-session memory.max |\n|---|---|---|---|---|\n")
+		for _, s := range r.Sessions {
+			ti, ok := d.Traces[s.Trace]
+			if !ok {
+				continue
+			}
+			peak := float64(ti.PeakBytes) * r.Run.MemScale
+			w("| %s | %s | %.0f MB | %.0f MB | %.0f MB |\n", s.Name, s.Trace, peak/1e6, float64(r.Run.ParentLimit)/1e6, float64(r.Run.ParentLimit)/float64(len(r.Sessions))/1e6)
+			if s.Role == results.RoleHigh && peak >= float64(r.Run.ParentLimit) {
+				over = true
+			}
+		}
+	}
+	if !fit {
+		w("No contention run finished.\n")
+	}
+	if over {
+		w("\n**Warning:** HIGH's scaled trace peak reaches the parent limit: HIGH cannot finish in any arm (solo included) without an OOM kill, so the arms differ only in who is killed. Raise parent_limit_bytes.\n")
+	}
+	w("\n")
 	w("## Did the replay keep up?\n\n")
 	var soloLag []float64
 	for _, r := range d.Included {

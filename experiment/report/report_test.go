@@ -33,7 +33,7 @@ func synth(t *testing.T) string {
 	if err := results.WriteJSON(filepath.Join(dir, "env.json"), results.Env{KernelRelease: "7.3.4-memcgbpf", Probe: "ok", Runtime: "containerd", Where: "vm", Accel: "tcg"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := results.WriteJSON(filepath.Join(dir, "toolcalls", "Medical_Bio_Hard.json"), results.ToolCalls{Trace: "Medical_Bio_Hard", T: []float64{10, 200}, Tools: []string{"Bash", "Read"}}); err != nil {
+	if err := results.WriteJSON(filepath.Join(dir, "toolcalls", "Medical_Bio_Hard.json"), results.ToolCalls{Trace: "Medical_Bio_Hard", Info: results.TraceInfo{Trace: "Medical_Bio_Hard", PeakBytes: 4060e6, DurationS: 537}, T: []float64{10, 200}, Tools: []string{"Bash", "Read"}}); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -134,7 +134,7 @@ func TestGenerate(t *testing.T) {
 		t.Errorf("excluded run leaked into summary.csv")
 	}
 	md := readFile(t, filepath.Join(dir, "report.md"))
-	for _, want := range []string{"025-BPF-5", "overlapped HIGH for 0.00 s", "0.25", "7.3.4-memcgbpf", "containerd", "kept up", "| BPF | high | 5 |"} {
+	for _, want := range []string{"025-BPF-5", "overlapped HIGH for 0.00 s", "0.25", "7.3.4-memcgbpf", "containerd", "kept up", "| BPF | high | 5 |", "| high | Medical_Bio_Hard | 1015 MB | 500 MB | 167 MB |", "HIGH's scaled trace peak reaches the parent limit"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report.md lacks %q", want)
 		}

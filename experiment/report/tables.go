@@ -52,6 +52,7 @@ type Data struct {
 	Excluded []results.RunData
 	SoloT    float64 // mean completion of HIGH in solo runs (NaN without)
 	Labels   []string
+	Traces   map[string]results.TraceInfo // from toolcalls/<trace>.json
 }
 
 // Analyse splits runs into included and excluded and computes solo T.

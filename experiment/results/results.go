@@ -279,10 +279,18 @@ func LoadTimeseries(dir, run string) ([]Sample, error) {
 	return out, nil
 }
 
+// TraceInfo is what the report needs to know about a trace without it.
+type TraceInfo struct {
+	Trace     string  `json:"trace"`
+	PeakBytes int64   `json:"peak_bytes"` // unscaled
+	DurationS float64 `json:"duration_s"` // trace seconds
+}
+
 // ToolCalls are tool-call start times in trace seconds, kept per trace
 // so figures can mark them without the trace files.
 type ToolCalls struct {
 	Trace string    `json:"trace"`
+	Info  TraceInfo `json:"info"`
 	T     []float64 `json:"t_s"`
 	Tools []string  `json:"tools"`
 }

@@ -130,7 +130,10 @@ func (o *Orchestrator) loadTraces() error {
 			continue
 		}
 		o.expected[s.Trace] = t.Samples[len(t.Samples)-1].T / o.Cfg.Speed
-		tc := results.ToolCalls{Trace: s.Trace}
+		tc := results.ToolCalls{Trace: s.Trace, Info: results.TraceInfo{Trace: s.Trace, DurationS: t.Samples[len(t.Samples)-1].T}}
+		for _, smp := range t.Samples {
+			tc.Info.PeakBytes = max(tc.Info.PeakBytes, smp.UsedBytes)
+		}
 		for _, c := range t.ToolCalls {
 			tc.T = append(tc.T, c.T)
 			tc.Tools = append(tc.Tools, c.Tool)

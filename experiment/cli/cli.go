@@ -167,6 +167,10 @@ func doRun(cmd *cobra.Command, f runFlags) error {
 	if !f.quiet {
 		o.Progress = cmd.ErrOrStderr()
 	}
+	o.ReplayStartAt = replayHasStartAt(ctx)
+	if !o.ReplayStartAt {
+		log.Warn("agentcg-replay has no --start-at: the barrier is starting every container at once")
+	}
 	if err := o.Execute(ctx); err != nil {
 		if errors.Is(err, context.Canceled) {
 			return fmt.Errorf("interrupted: containers, cgroups and pins removed, finished runs kept; continue with --resume %s", dir)
@@ -178,6 +182,17 @@ func doRun(cmd *cobra.Command, f runFlags) error {
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), filepath.Join(dir, "report.md"))
 	return nil
+}
+
+// replayHasStartAt asks the replay binary built beside this one (the one
+// baked into the image) whether it supports the --start-at barrier.
+func replayHasStartAt(ctx context.Context) bool {
+	self, err := os.Executable()
+	if err != nil {
+		return false
+	}
+	out, _ := exec.CommandContext(ctx, filepath.Join(filepath.Dir(self), "agentcg-replay"), "run", "--help").CombinedOutput()
+	return strings.Contains(string(out), "--start-at")
 }
 
 func resumeConfig(dir string) (config.Config, error) {

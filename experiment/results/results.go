@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/agentcg/agentcg/policy"
 )
@@ -50,11 +51,12 @@ type Replay struct {
 		P99 float64 `json:"p99"`
 		Max float64 `json:"max"`
 	} `json:"alloc_latency_ms"`
-	StartUnix float64 `json:"start_unix"`
-	EndUnix   float64 `json:"end_unix"`
-	Trace     string  `json:"trace"`
-	Speed     float64 `json:"speed"`
-	MemScale  float64 `json:"mem_scale"`
+	StartUnix float64   `json:"start_unix"`
+	EndUnix   float64   `json:"end_unix"`
+	StartedAt time.Time `json:"started_at"` // older replays: start_unix derives from it
+	Trace     string    `json:"trace"`
+	Speed     float64   `json:"speed"`
+	MemScale  float64   `json:"mem_scale"`
 }
 
 // Session is everything measured about one container in one run.

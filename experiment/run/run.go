@@ -37,9 +37,11 @@ type Orchestrator struct {
 	Runtime  runtime.Runtime
 	Enforcer Enforcer // nil when no BPF arm is planned
 	Tree     Tree
-	OutRoot  string    // host folder for the replays' result files (bind-mounted)
-	Progress io.Writer // nil: no progress bar
-	Log      *slog.Logger
+	OutRoot  string // host folder for the replays' result files (bind-mounted)
+	// ReplayStartAt: the replay image understands --start-at (contract 1).
+	ReplayStartAt bool
+	Progress      io.Writer // nil: no progress bar
+	Log           *slog.Logger
 
 	expected map[string]float64 // trace → ideal seconds at the config's speed
 }
@@ -273,26 +275,46 @@ func (o *Orchestrator) runOne(ctx context.Context, pl config.Planned) (rd result
 		return rd, err
 	}
 
-	// Start every container; the replays sleep until the barrier.
+	// The barrier: with --start-at every replay sleeps until startAt, so
+	// container start latency does not matter; without it, the containers
+	// are created first and started together.
 	startAt := time.Now().Add(time.Duration(cfg.BarrierS * float64(time.Second)))
 	for _, s := range sessions {
+		args := []string{"run", "/traces/" + s.cfg.Trace, "--speed", ftoa(cfg.Speed), "--mem-scale", ftoa(pt.MemScale),
+			"--out", "/out/" + s.cfg.Name + ".json"}
+		if o.ReplayStartAt {
+			args = append(args, "--start-at", strconv.FormatFloat(float64(startAt.UnixNano())/1e9, 'f', 3, 64))
+		}
 		spec := runtime.Spec{
-			Name:  "agentcg-" + pl.ID + "-" + s.cfg.Name,
-			Image: cfg.Image,
-			Args: []string{"run", "/traces/" + s.cfg.Trace, "--speed", ftoa(cfg.Speed), "--mem-scale", ftoa(pt.MemScale),
-				"--start-at", strconv.FormatFloat(float64(startAt.UnixNano())/1e9, 'f', 3, 64), "--out", "/out/" + s.cfg.Name + ".json"},
+			Name:         "agentcg-" + pl.ID + "-" + s.cfg.Name,
+			Image:        cfg.Image,
+			Args:         args,
 			CgroupParent: o.Tree.RuntimeParent(s.cfg.Name),
 			Binds:        []runtime.Bind{{Host: outDir, Container: "/out"}},
 		}
 		if pt.Arm == config.ArmBPF {
 			spec.Annotations = map[string]string{"agentcg.priority": s.cfg.Role}
 		}
-		id, err := o.Runtime.Start(ctx, spec)
+		id, err := o.Runtime.Create(ctx, spec)
 		if err != nil {
 			return rd, err
 		}
 		s.id = id
-		if s.leaf, err = waitLeaf(ctx, o.Tree, s.cfg.Name, id); err != nil {
+	}
+	if !o.ReplayStartAt {
+		startAt = time.Now()
+	}
+	var sw sync.WaitGroup
+	for _, s := range sessions {
+		sw.Go(func() { s.err = o.Runtime.Start(ctx, s.id) })
+	}
+	sw.Wait()
+	for _, s := range sessions {
+		if s.err != nil {
+			return rd, s.err
+		}
+		var err error
+		if s.leaf, err = waitLeaf(ctx, o.Tree, s.cfg.Name, s.id); err != nil {
 			return rd, err
 		}
 		s.leafID, _ = cgroup.ID(s.leaf)
@@ -302,7 +324,7 @@ func (o *Orchestrator) runOne(ctx context.Context, pl config.Planned) (rd result
 			return rd, err
 		}
 	}
-	if late := time.Since(startAt); late > 0 {
+	if late := time.Since(startAt); o.ReplayStartAt && late > 0 {
 		return rd, fmt.Errorf("barrier missed by %v: containers took longer than barrier_s=%v to start; raise it", late.Round(time.Millisecond), cfg.BarrierS)
 	}
 
@@ -414,6 +436,10 @@ func (o *Orchestrator) collect(s *session, outDir, rdir string, startAt time.Tim
 		}
 	}
 	// Active interval: the replay's own, else the container's life after the barrier.
+	if r := rs.Replay; r != nil && r.StartUnix == 0 && !r.StartedAt.IsZero() {
+		r.StartUnix = unix(r.StartedAt)
+		r.EndUnix = r.StartUnix + r.CompletionS
+	}
 	if r := rs.Replay; r != nil && r.StartUnix > 0 && r.EndUnix >= r.StartUnix {
 		rs.ActiveStart, rs.ActiveEnd = r.StartUnix, r.EndUnix
 	} else {

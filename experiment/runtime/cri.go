@@ -53,7 +53,7 @@ func (c *CRI) Versions(ctx context.Context) (map[string]string, error) {
 	return map[string]string{v.RuntimeName: v.RuntimeVersion, "cri_api": v.RuntimeApiVersion}, nil
 }
 
-func (c *CRI) Start(ctx context.Context, s Spec) (string, error) {
+func (c *CRI) Create(ctx context.Context, s Spec) (string, error) {
 	labels := map[string]string{Label: "1"}
 	podCfg := &cri.PodSandboxConfig{
 		Metadata:    &cri.PodSandboxMetadata{Name: s.Name, Uid: s.Name, Namespace: CRINamespace},
@@ -88,11 +88,14 @@ func (c *CRI) Start(ctx context.Context, s Spec) (string, error) {
 	c.mu.Lock()
 	c.pods[ctr.ContainerId] = pod.PodSandboxId
 	c.mu.Unlock()
-	if _, err := c.rs.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
-		c.Remove(context.WithoutCancel(ctx), ctr.ContainerId)
-		return "", fmt.Errorf("cri start %s: %w", s.Name, err)
-	}
 	return ctr.ContainerId, nil
+}
+
+func (c *CRI) Start(ctx context.Context, id string) error {
+	if _, err := c.rs.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: id}); err != nil {
+		return fmt.Errorf("cri start %s: %w", id, err)
+	}
+	return nil
 }
 
 func (c *CRI) Wait(ctx context.Context, id string) (Exit, error) {

@@ -44,7 +44,7 @@ func (d *Docker) Versions(ctx context.Context) (map[string]string, error) {
 	return out, nil
 }
 
-func (d *Docker) Start(ctx context.Context, s Spec) (string, error) {
+func (d *Docker) Create(ctx context.Context, s Spec) (string, error) {
 	var binds []string
 	for _, b := range s.Binds {
 		binds = append(binds, b.Host+":"+b.Container)
@@ -67,11 +67,14 @@ func (d *Docker) Start(ctx context.Context, s Spec) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("docker create %s: %w", s.Name, err)
 	}
-	if _, err := d.c.ContainerStart(ctx, r.ID, client.ContainerStartOptions{}); err != nil {
-		d.Remove(context.WithoutCancel(ctx), r.ID)
-		return "", fmt.Errorf("docker start %s: %w", s.Name, err)
-	}
 	return r.ID, nil
+}
+
+func (d *Docker) Start(ctx context.Context, id string) error {
+	if _, err := d.c.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("docker start %s: %w", id, err)
+	}
+	return nil
 }
 
 func (d *Docker) Wait(ctx context.Context, id string) (Exit, error) {

@@ -42,8 +42,11 @@ type Exit struct {
 type Runtime interface {
 	Name() string
 	Versions(ctx context.Context) (map[string]string, error)
-	// Start creates and starts a container and returns its id.
-	Start(ctx context.Context, s Spec) (string, error)
+	// Create creates a container (and its pod) without starting it.
+	Create(ctx context.Context, s Spec) (string, error)
+	// Start starts a created container; the agentcg plugin or hook
+	// attaches the policy before the workload runs.
+	Start(ctx context.Context, id string) error
 	// Wait blocks until the container exits.
 	Wait(ctx context.Context, id string) (Exit, error)
 	// Remove force-removes the container (and its pod).

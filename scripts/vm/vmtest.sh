@@ -8,8 +8,10 @@
 #   scripts/vm/vmtest.sh [--run REGEX] [--mem MB] [--cpus N] [--timeout S]
 #                        [--no-selftest] [PKG_DIR...]
 #
-# Test output (-test.v) streams to the console; AGENTCG_RESULTS is
-# build/vmtest/results on the host.
+# Test output (-test.v) streams to the console. Each invocation works in its
+# own build/vmtest/<time>-<pid>/ (engineers share one work tree), linked from
+# build/vmtest/latest; AGENTCG_RESULTS is its results/ folder on the host.
+# The test binaries are deleted at the end; list and results stay.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
@@ -33,9 +35,10 @@ else
 	mapfile -t dirs < <(grep -rlE --include='*_vm_test.go' '^//go:build .*vmtest' . |
 		grep -v '^./build/' | xargs -r -n1 dirname | sed 's|^\./||' | sort -u)
 fi
-out=build/vmtest
-rm -rf "$out"
+out=build/vmtest/$(date -u +%Y%m%dT%H%M%SZ)-$$
 mkdir -p "$out/results"
+ln -sfn "$(basename "$out")" build/vmtest/latest
+trap 'rm -f "$out"/*.test' EXIT
 failed=0
 : >"$out/list"
 for d in "${dirs[@]}"; do
@@ -58,7 +61,7 @@ echo "vmtest.sh: $(wc -l <"$out/list") package(s): $(cut -d' ' -f1 "$out/list" |
 start=$(date +%s)
 rc=0
 "$here/run.sh" "${vmflags[@]}" --results "$out/results" -- \
-	bash scripts/vm/vmtest-guest.sh "$out/list" "$run" || rc=$?
+	bash scripts/vm/vmtest-guest.sh "$out" "$run" || rc=$?
 echo "vmtest.sh: guest tier exit $rc in $(($(date +%s) - start)) s"
 [ "$rc" = 0 ] || failed=1
 

@@ -106,7 +106,7 @@ done
 
 # 6. The ext4 image (sparse). Guests boot it with snapshot=on, so it stays pristine.
 log "mkfs.ext4"
-mkfs.ext4 -q -F -L vmroot -d "$r" "$work/rootfs.img" 4G >&2
+mkfs.ext4 -q -F -L vmroot -d "$r" "$work/rootfs.img" 4G >/dev/null
 mv "$work/versions.tsv" "$cache/rootfs-$key.versions.tsv"
 mv "$work/rootfs.img" "$img"
 # Older images are no longer needed; a running guest keeps its open file.

@@ -191,16 +191,22 @@ func TestRunSIGTERMWritesPartial(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	// Wait until at least two steps are done (the second comes ~1.1 s in).
 	for n := 0; n < 2; {
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case err := <-exited:
+			t.Fatalf("replay exited before the signal: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
 		b, _ := os.ReadFile(steps)
 		n = bytes.Count(b, []byte("\n"))
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	err := cmd.Wait()
+	err := <-exited
 	ee, ok := errors.AsType[*exec.ExitError](err)
 	if !ok || ee.ExitCode() != 128+int(syscall.SIGTERM) {
 		t.Fatalf("wait: %v, want exit %d", err, 128+int(syscall.SIGTERM))
@@ -293,7 +299,9 @@ func TestRunTracksTargetFromOutside(t *testing.T) {
 	if len(log) != 499 {
 		t.Fatalf("%d steps logged, want 499", len(log))
 	}
-	// The process's own memory before the arena is touched.
+	// The process's own memory: the last sample before the arena is
+	// touched or, if the child got there before our first read, the first
+	// sample settled on step 0 minus that step's target.
 	var base int64 = -1
 	for _, s := range samples {
 		if s.after < log[0].StartMonoNs {
@@ -301,45 +309,80 @@ func TestRunTracksTargetFromOutside(t *testing.T) {
 		}
 	}
 	if base < 0 {
-		t.Fatal("no VmRSS sample before the first step")
+		for _, s := range samples {
+			if s.before >= log[0].DoneMonoNs && s.after <= log[1].StartMonoNs {
+				base = s.bytes - log[0].TargetBytes
+				break
+			}
+		}
 	}
-	checked, stepsSeen := 0, map[int]bool{}
+	if base < 0 {
+		t.Fatal("no VmRSS sample before the first step or settled on it")
+	}
+	tolFor := func(target int64) float64 { return max(0.02*float64(target), 4<<20) }
+	checked, bounded, stepsSeen := 0, 0, map[int]bool{}
 	var worst float64
-	peakSeen := false
+	spikeSeen, spikeWindow := false, false
+	const spike = 100e6 // scaled bytes; the trace's GB-scale burst
+	for k := 0; k+1 < len(log); k++ {
+		if log[k].TargetBytes > spike && log[k+1].StartMonoNs-log[k].DoneMonoNs >= int64(5*time.Millisecond) {
+			spikeWindow = true
+		}
+	}
 	j := 0
 	for _, s := range samples {
-		// The step whose allocation finished before this read began and
-		// whose successor had not started when it ended.
+		if s.after < log[0].StartMonoNs {
+			continue
+		}
+		// j: the last step that had started when this read began.
 		for j+1 < len(log) && log[j+1].StartMonoNs <= s.before {
 			j++
 		}
 		st := log[j]
+		got := s.bytes - base
 		// The last step has no successor to bound it: the arena is unmapped
 		// when the replay returns, at a time the log does not hold.
-		if j+1 == len(log) || st.DoneMonoNs > s.before || log[j+1].StartMonoNs < s.after || s.after < log[0].StartMonoNs {
+		settled := j+1 < len(log) && st.DoneMonoNs <= s.before && log[j+1].StartMonoNs >= s.after
+		if !settled {
+			// Mid-resize: residency lies between the targets of the steps
+			// in flight, never beyond them (no chunk overshoot).
+			lo, hi := st.TargetBytes, st.TargetBytes
+			if j > 0 {
+				lo, hi = min(lo, log[j-1].TargetBytes), max(hi, log[j-1].TargetBytes)
+			}
+			for k := j + 1; k < len(log) && log[k].StartMonoNs < s.after; k++ {
+				lo, hi = min(lo, log[k].TargetBytes), max(hi, log[k].TargetBytes)
+			}
+			if j+1 < len(log) && float64(got) > float64(hi)+tolFor(hi) {
+				t.Fatalf("during step %d (sample %d): VmRSS-base %d B above every target in flight (max %d B)", j, st.Index, got, hi)
+			}
+			if j+1 < len(log) && float64(got) < float64(lo)-tolFor(lo) {
+				t.Fatalf("during step %d (sample %d): VmRSS-base %d B below every target in flight (min %d B)", j, st.Index, got, lo)
+			}
+			bounded++
 			continue
 		}
-		got := s.bytes - base
-		tol := max(0.02*float64(st.TargetBytes), 4<<20)
 		dev := float64(got - st.TargetBytes)
-		if dev > tol || -dev > tol {
+		if tol := tolFor(st.TargetBytes); dev > tol || -dev > tol {
 			t.Fatalf("step %d (sample %d, t=%.1fs): VmRSS-base %d B, target %d B: off by %.1f MiB > %.1f MiB",
 				j, st.Index, st.TS, got, st.TargetBytes, dev/(1<<20), tol/(1<<20))
 		}
 		worst = max(worst, abs(dev)/(1<<20))
 		checked++
 		stepsSeen[j] = true
-		if st.TargetBytes > 100e6 {
-			peakSeen = true
-		}
+		spikeSeen = spikeSeen || st.TargetBytes > spike
 	}
-	t.Logf("%d VmRSS samples, %d checked, %d of %d steps observed, base %.1f MiB, worst deviation %.2f MiB",
-		len(samples), checked, len(stepsSeen), len(log), float64(base)/(1<<20), worst)
+	t.Logf("%d VmRSS samples: %d settled (checked within max(2%%, 4 MiB)), %d mid-resize (checked against the targets in flight); "+
+		"%d of %d steps observed settled; base %.1f MiB; worst settled deviation %.2f MiB; spike observed settled: %v",
+		len(samples), checked, bounded, len(stepsSeen), len(log), float64(base)/(1<<20), worst, spikeSeen)
 	if len(stepsSeen) < len(log)/2 {
 		t.Fatalf("observed only %d of %d steps after their allocation; sampling too sparse to judge", len(stepsSeen), len(log))
 	}
-	if !peakSeen {
-		t.Fatal("no step of the spike (target > 100 MB) was observed settled")
+	// On a loaded machine the burst's steps can run late back to back and
+	// leave no settled window to observe; when one had a window, we must
+	// have seen it.
+	if spikeWindow && !spikeSeen {
+		t.Fatal("a step of the burst (target > 100 MB) had a settled window of >= 5 ms but was never observed in it")
 	}
 }
 

@@ -35,7 +35,7 @@ func Test200Cycles(t *testing.T) {
 		if i == 0 {
 			mid, _ := LinkIDs()
 			t.Logf("links while attached: %d (before: %d)", len(mid), len(ids0))
-			if len(mid) != len(ids0)+3 { // two struct_ops links + the tracepoint
+			if len(mid) != len(ids0)+3 { // two struct_ops links + the tracepoint (HIGH attached)
 				t.Errorf("while attached: %d links, want %d", len(mid), len(ids0)+3)
 			}
 		}

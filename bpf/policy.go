@@ -228,8 +228,10 @@ func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (
 	if err != nil {
 		return policy.Link{}, err
 	}
-	if err := p.ensureActivity(o); err != nil {
-		return policy.Link{}, err
+	if prio == policy.High { // without a HIGH link there is no activity to see
+		if err := p.ensureActivity(o); err != nil {
+			return policy.Link{}, err
+		}
 	}
 	if err := o.high.AgentcgPrio.Put(id, val); err != nil {
 		return policy.Link{}, fmt.Errorf("attach %s: set priority of cgroup %d: %w", dir, id, err)
@@ -341,15 +343,17 @@ func (p *Policy) Detach(ctx context.Context, dir string) error {
 	return p.dropActivityIfIdleLocked()
 }
 
-// dropActivityIfIdleLocked removes the tracepoint pin when no link is left,
-// so an idle system pays nothing per page fault.
+// dropActivityIfIdleLocked removes the tracepoint pin when no HIGH link is
+// left, so a system without HIGH cgroups pays nothing per page fault.
 func (p *Policy) dropActivityIfIdleLocked() error {
-	ents, err := os.ReadDir(p.linksDir())
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("read %s: %w", p.linksDir(), err)
+	recs, err := p.recs.all()
+	if err != nil {
+		return err
 	}
-	if len(ents) > 0 {
-		return nil
+	for _, r := range recs {
+		if r.Priority == policy.High {
+			return nil
+		}
 	}
 	return unpin(filepath.Join(p.cfg.PinDir, activityPin))
 }

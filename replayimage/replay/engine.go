@@ -28,6 +28,9 @@ type Options struct {
 	CPU      bool    // burn the derived per-interval CPU as a duty cycle (paced only)
 	MaxCPU   float64 // cap for CPU replay in percent; 0 means 100 × NumCPU
 	Touch    bool    // write one byte per page instead of MADV_POPULATE_WRITE
+	// StartAt, when set, is a wall-clock barrier: step 0 waits for it, so
+	// that several sessions started at different moments begin together.
+	StartAt time.Time
 
 	// Progress, when set, is called after every step.
 	Progress func(Status)
@@ -81,6 +84,8 @@ type Result struct {
 	Populate       string    `json:"populate"`
 	PageSize       int       `json:"page_size"`
 	StartedAt      time.Time `json:"started_at"`
+	StartUnix      float64   `json:"start_unix"` // the active interval: step 0 began ...
+	EndUnix        float64   `json:"end_unix"`   // ... and the last resize ended (Unix seconds)
 	Samples        int       `json:"samples"`
 	SamplesTotal   int       `json:"samples_total"`
 	CompletionS    float64   `json:"completion_s"`
@@ -182,8 +187,15 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 	if opt.StepLog != nil {
 		enc = json.NewEncoder(opt.StepLog)
 	}
+	if !opt.StartAt.IsZero() {
+		if err := sleepUntil(ctx, opt.StartAt); err != nil {
+			res.Interrupted = err.Error()
+			return res, nil
+		}
+	}
 	res.StartedAt = time.Now().UTC()
 	start := time.Now()
+	res.StartUnix = unixSeconds(start)
 	if enc != nil {
 		var ts unix.Timespec
 		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
@@ -194,6 +206,7 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 	mono := func(t time.Time) int64 { return monoBase + int64(t.Sub(start)) }
 	finish := func(end time.Time) {
 		res.CompletionS = end.Sub(start).Seconds()
+		res.EndUnix = unixSeconds(end)
 		res.BusyS = busy.Seconds()
 		res.GrowS = grow.Seconds()
 		res.MaxStepLagS = maxLag.Seconds()
@@ -268,6 +281,8 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 	res.Complete = true
 	return res, nil
 }
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
 // sleepUntil waits for the deadline or the context, whichever comes first.
 func sleepUntil(ctx context.Context, t time.Time) error {

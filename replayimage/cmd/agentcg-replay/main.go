@@ -104,6 +104,7 @@ func newRun(stdout, stderr io.Writer) *cobra.Command {
 		opt          replay.Options
 		out, stepLog string
 		quiet        bool
+		startAt      float64
 	)
 	c := &cobra.Command{
 		Use:   "run TRACE",
@@ -130,6 +131,9 @@ func newRun(stdout, stderr io.Writer) *cobra.Command {
 				}
 			}()
 
+			if startAt > 0 {
+				opt.StartAt = time.Unix(0, int64(startAt*1e9))
+			}
 			if stepLog != "" {
 				f, err := os.Create(stepLog)
 				if err != nil {
@@ -173,7 +177,8 @@ func newRun(stdout, stderr io.Writer) *cobra.Command {
 	f.BoolVar(&opt.CPU, "cpu", false, "also replay the derived per-interval CPU as a duty cycle")
 	f.Float64Var(&opt.MaxCPU, "max-cpu", 0, "cap for --cpu in percent (default 100 × CPUs)")
 	f.BoolVar(&opt.Touch, "touch", false, "fault pages by writing one byte each instead of MADV_POPULATE_WRITE")
-	f.StringVar(&out, "out", "", "write the result JSON here (default stdout)")
+	f.StringVar(&out, "out", "", "write the result JSON here (default or \"-\": stdout)")
+	f.Float64Var(&startAt, "start-at", 0, "wait until this Unix time (seconds) before step 0: a barrier for sessions started apart")
 	f.StringVar(&stepLog, "step-log", "", "write one JSON line per step here (CLOCK_MONOTONIC times)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress line on stderr")
 	return c
@@ -213,7 +218,7 @@ func (p *progress) finish() {
 // writeResult writes to a temporary file and renames it, so that a reader
 // (or a SIGKILL mid-write) never sees half a result.
 func writeResult(stdout io.Writer, path string, res *replay.Result) error {
-	if path == "" {
+	if path == "" || path == "-" {
 		return writeJSON(stdout, res)
 	}
 	tmp := path + ".tmp"

@@ -138,7 +138,7 @@ func TestCheckMalformedExits2(t *testing.T) {
 }
 
 var requiredFields = []string{"complete", "completion_s", "ideal_s", "lag_s", "slowdown", "samples",
-	"peak_bytes", "touched_bytes", "alloc_latency_ms"}
+	"peak_bytes", "touched_bytes", "alloc_latency_ms", "start_unix", "end_unix"}
 
 func TestRunWritesResult(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "result.json")
@@ -391,4 +391,27 @@ func abs(x float64) float64 {
 		return -x
 	}
 	return x
+}
+
+// The barrier: step 0 must not begin before --start-at, and "--out -" is stdout.
+func TestRunStartAtBarrier(t *testing.T) {
+	at := float64(time.Now().Add(300*time.Millisecond).UnixNano()) / 1e9
+	code, stdout, errOut := runInProcess("run", designTraces+"/CLI_Tools_Easy", "--unpaced", "--mem-scale", "0.01", "-q",
+		"--start-at", strconv.FormatFloat(at, 'f', 6, 64), "--out", "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var res struct {
+		StartUnix float64 `json:"start_unix"`
+		EndUnix   float64 `json:"end_unix"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("stdout is not the result JSON: %v\n%s", err, stdout)
+	}
+	if res.StartUnix < at {
+		t.Errorf("start_unix %.6f is before the barrier %.6f", res.StartUnix, at)
+	}
+	if res.EndUnix < res.StartUnix {
+		t.Errorf("end_unix %.6f before start_unix %.6f", res.EndUnix, res.StartUnix)
+	}
 }

@@ -55,7 +55,7 @@ if [ ! -f "$base/.done" ]; then
 		dlog=$work/base/debootstrap/debootstrap.log
 		[ -f "$dlog" ] && grep -E "Couldn't|E: |dpkg: error|depends on|Errors were" "$dlog" | tail -n 20 >&2
 		# Name the package(s) that broke, so a sid regression is easy to report.
-		bad=$(grep -ohE "(Couldn't (download|find) package|Failure trying to run: .* )[^ ]+|dependency problems - leaving unconfigured [^ ]+|error processing package [^ ]+" \
+		bad=$(grep -ohE "Couldn't find these debs: .*|Couldn't download package [^ ]+|Failure trying to run: .*|dependency problems - leaving unconfigured [^ ]+|error processing package [^ ]+" \
 			"$work/debootstrap.out" "$dlog" 2>/dev/null | sort -u | paste -sd';' -)
 		die "debootstrap of $suite failed${bad:+: $bad}. Try AGENTCG_VM_SUITE=trixie (containerd 1.7: NRI must be enabled in its config)."
 	fi

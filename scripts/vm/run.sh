@@ -130,7 +130,7 @@ qpid=$!
 qrc=0
 wait "$qpid" || qrc=$?
 qpid=
-[ "$verbose" = 1 ] && log "qemu exited with $qrc after $(echo "$(date +%s.%N) - $t_start" | bc) s"
+[ "$verbose" = 1 ] && log "qemu exited with $qrc after $(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
 	log "guest killed at the host-side deadline (${deadline}s)"
 	exit 124

@@ -52,3 +52,15 @@ func TestLoadRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestRecordDirFor(t *testing.T) {
+	for pin, want := range map[string]string{
+		policy.DefaultPinDir:       DefaultRecordDir,
+		policy.DefaultPinDir + "/": DefaultRecordDir,
+		"/sys/fs/bpf/agentcg-cli":  DefaultRecordDir + "-sys_fs_bpf_agentcg-cli",
+	} {
+		if got := RecordDirFor(pin); got != want {
+			t.Errorf("RecordDirFor(%q) = %q, want %q", pin, got, want)
+		}
+	}
+}

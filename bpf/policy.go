@@ -86,7 +86,7 @@ func Load(opts Options) (*Policy, error) {
 		return nil, err
 	}
 	if opts.RecordDir == "" {
-		opts.RecordDir = DefaultRecordDir
+		opts.RecordDir = RecordDirFor(cfg.PinDir)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

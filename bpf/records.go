@@ -26,6 +26,16 @@ type record struct {
 	PinPath    string          `json:"pin_path"`
 }
 
+// RecordDirFor is the default record dir of a pin dir: DefaultRecordDir for
+// policy.DefaultPinDir, a sibling named after the pin dir otherwise, so that
+// policies with different pin dirs never see each other's records.
+func RecordDirFor(pinDir string) string {
+	if filepath.Clean(pinDir) == policy.DefaultPinDir {
+		return DefaultRecordDir
+	}
+	return DefaultRecordDir + "-" + strings.ReplaceAll(strings.Trim(filepath.Clean(pinDir), "/"), "/", "_")
+}
+
 type records struct{ dir string }
 
 func (r records) path(id uint64) string {

@@ -184,6 +184,31 @@ func doRun(cmd *cobra.Command, f runFlags) error {
 	return nil
 }
 
+// gitHead reads the checkout's HEAD commit from .git directly: inside the
+// VM the share belongs to another uid and git itself refuses it.
+func gitHead(src string) string {
+	gd := filepath.Join(src, ".git")
+	b, err := os.ReadFile(filepath.Join(gd, "HEAD"))
+	if err != nil {
+		return ""
+	}
+	head := strings.TrimSpace(string(b))
+	ref, ok := strings.CutPrefix(head, "ref: ")
+	if !ok {
+		return head
+	}
+	if b, err := os.ReadFile(filepath.Join(gd, ref)); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	packed, _ := os.ReadFile(filepath.Join(gd, "packed-refs"))
+	for _, l := range strings.Split(string(packed), "\n") {
+		if h, r, ok := strings.Cut(l, " "); ok && r == ref {
+			return h
+		}
+	}
+	return ""
+}
+
 // replayHasStartAt asks the replay binary built beside this one (the one
 // baked into the image) whether it supports the --start-at barrier.
 func replayHasStartAt(ctx context.Context) bool {
@@ -214,9 +239,8 @@ func collectEnv(ctx context.Context, cfg config.Config, rt crt.Runtime) results.
 		e.Probe = err.Error()
 	}
 	e.RuntimeVersions, _ = rt.Versions(ctx)
-	if out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output(); err == nil {
-		e.GitCommit = strings.TrimSpace(string(out))
-	} else {
+	e.GitCommit = gitHead(".")
+	if e.GitCommit == "" {
 		e.GitCommit = version.Version
 	}
 	e.Where, e.Accel = "host", "none"

@@ -37,7 +37,7 @@ func Command() *cobra.Command {
 		Use:   "experiment",
 		Short: "Run the priority experiment (arms × runs) and build its report",
 	}
-	c.AddCommand(runCommand(), reportCommand())
+	c.AddCommand(runCommand(), reportCommand(), checkCommand())
 	return c
 }
 
@@ -51,6 +51,29 @@ func reportCommand() *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), filepath.Join(args[0], "report.md"))
+			return nil
+		},
+	}
+}
+
+func checkCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "check DIR",
+		Short: "Verify a finished results folder: files, CSV schemas, and a finished run for every configured arm (for CI)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := resumeConfig(args[0])
+			if err != nil {
+				return err
+			}
+			arms := slices.Clone(cfg.Arms)
+			if cfg.Solo {
+				arms = append(arms, results.ArmSolo)
+			}
+			if err := report.Check(args[0], arms); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s)\n", args[0], strings.Join(arms, ", "))
 			return nil
 		},
 	}

@@ -33,6 +33,9 @@ func synth(t *testing.T) string {
 	if err := results.WriteJSON(filepath.Join(dir, "env.json"), results.Env{KernelRelease: "7.3.4-memcgbpf", Probe: "ok", Runtime: "containerd", Where: "vm", Accel: "tcg"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := results.WriteJSON(filepath.Join(dir, "config.json"), map[string]any{"profile": "synthetic"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := results.WriteJSON(filepath.Join(dir, "toolcalls", "Medical_Bio_Hard.json"), results.ToolCalls{Trace: "Medical_Bio_Hard", Info: results.TraceInfo{Trace: "Medical_Bio_Hard", PeakBytes: 4060e6, DurationS: 537}, T: []float64{10, 200}, Tools: []string{"Bash", "Read"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +152,13 @@ func TestGenerate(t *testing.T) {
 	ts := readFile(t, filepath.Join(dir, "timeseries.csv"))
 	if n := strings.Count(ts, "\n"); n != 1+5*2*20+21*4*20 {
 		t.Errorf("timeseries.csv has %d lines", n)
+	}
+
+	if err := Check(dir, []string{"Solo", "Static", "NoLimit", "HighOnly", "BPF"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(dir, []string{"Fast"}); err == nil || !strings.Contains(err.Error(), "arm Fast") {
+		t.Fatalf("Check accepted a missing arm: %v", err)
 	}
 
 	// `report DIR` again, on the same raw files, reproduces both tables byte for byte.

@@ -162,7 +162,8 @@ func TestStaticForcedOOM(t *testing.T) {
 // through the CLI's context), checks nothing is left, then resumes.
 func TestInterruptAndResume(t *testing.T) {
 	o, done := setup(t, "containerd", func(c *config.Config) {
-		c.Arms, c.Runs = []string{config.ArmNoLimit, config.ArmBPF}, 1
+		// No BPF arm: this tests the orchestrator's cleanup, not the plugin.
+		c.Arms, c.Runs, c.Solo = []string{config.ArmNoLimit, config.ArmStatic}, 1, false
 	})
 	defer done()
 	ctx, cancel := context.WithCancel(context.Background())

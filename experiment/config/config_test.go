@@ -85,3 +85,15 @@ func TestValidate(t *testing.T) {
 		t.Fatal("unknown profile accepted")
 	}
 }
+
+func TestExamplesLoad(t *testing.T) {
+	files, _ := filepath.Glob("../examples/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example configs")
+	}
+	for _, f := range files {
+		if _, err := Load(f, "default"); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/agentcg/agentcg/policy"
 	"go.yaml.in/yaml/v3"
@@ -64,6 +65,10 @@ type Config struct {
 	// HookLog is a file the OCI hook appends its log lines to; "" means
 	// stderr, which runtimes usually show only when the hook fails.
 	HookLog string `json:"hook_log" yaml:"hook_log"`
+	// HookTimeout bounds one hook invocation ("5s"; 0 means the default).
+	// Loading the BPF object takes most of it, so slow (emulated) machines
+	// need more.
+	HookTimeout time.Duration `json:"hook_timeout" yaml:"hook_timeout"`
 }
 
 // DefaultConfig is the configuration used when no file is given.
@@ -116,6 +121,9 @@ func (c Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.CgroupRoot) {
 		return fmt.Errorf("cgroup_root %q: must be an absolute path", c.CgroupRoot)
+	}
+	if c.HookTimeout < 0 {
+		return fmt.Errorf("hook_timeout %s: must not be negative", c.HookTimeout)
 	}
 	if c.High.MaxConcurrent < 0 {
 		return fmt.Errorf("high.max_concurrent %d: must not be negative", c.High.MaxConcurrent)

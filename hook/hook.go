@@ -42,8 +42,10 @@ func ParseStage(s string) (Stage, error) {
 	return "", fmt.Errorf("unknown hook stage %q: want createRuntime or poststop", s)
 }
 
-// OpenFunc opens the policy named by the configuration.
-type OpenFunc func(ctx context.Context, cfg enroll.Config) (policy.Policy, error)
+// OpenFunc opens the policy named by cfg.Mode. recorded is true at
+// poststop, where cfg.Mode is the mode an earlier attach recorded, so the
+// kernel feature probe can be skipped.
+type OpenFunc func(ctx context.Context, cfg enroll.Config, recorded bool) (policy.Policy, error)
 
 // Hook runs one hook invocation.
 type Hook struct {
@@ -63,6 +65,9 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	timeout := h.Timeout
+	if timeout <= 0 {
+		timeout = h.Config.HookTimeout
+	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
@@ -88,7 +93,7 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 	// The work runs in its own goroutine so that a policy stuck in a
 	// syscall cannot hold the runtime past the timeout: we return, and the
 	// process exits under it.
-	go func() { done <- h.do(ctx, stage, st, log) }()
+	go func(log *slog.Logger) { done <- h.do(ctx, stage, st, log) }(log)
 	log = log.With("container", st.ID)
 	select {
 	case err := <-done:
@@ -109,12 +114,28 @@ func (h Hook) do(ctx context.Context, stage Stage, st specs.State, log *slog.Log
 			return nil
 		}
 	}
-	pol, err := h.Open(ctx, h.Config)
+	cfg, recorded := h.Config, false
+	if stage == Poststop {
+		rec, ok, err := (enroll.Records{Dir: cfg.StateDir}).Get(st.ID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			// The wrapper adds poststop to every container; most were
+			// never enrolled, and need no policy.
+			log.Debug("nothing enrolled", "container", st.ID)
+			return nil
+		}
+		if rec.Mode != "" {
+			cfg.Mode, recorded = rec.Mode, true
+		}
+	}
+	pol, err := h.Open(ctx, cfg, recorded)
 	if err != nil {
-		return fmt.Errorf("agentcg-hook: open policy (mode %s): %w", h.Config.Mode, err)
+		return fmt.Errorf("agentcg-hook: open policy (mode %s): %w", cfg.Mode, err)
 	}
 	defer pol.Close()
-	e, err := enroll.New(h.Config, pol, log)
+	e, err := enroll.New(cfg, pol, log)
 	if err != nil {
 		return err
 	}

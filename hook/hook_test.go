@@ -40,7 +40,7 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) hook(timeout time.Duration) hook.Hook {
 	return hook.Hook{
 		Config:  f.cfg,
-		Open:    func(context.Context, enroll.Config) (policy.Policy, error) { return f.pol, nil },
+		Open:    func(context.Context, enroll.Config, bool) (policy.Policy, error) { return f.pol, nil },
 		Timeout: timeout,
 		Log:     slog.New(slog.NewTextHandler(&f.log, nil)),
 	}
@@ -134,7 +134,7 @@ func TestTimeout(t *testing.T) {
 		name string
 		open hook.OpenFunc
 	}{
-		{"policy open hangs", func(context.Context, enroll.Config) (policy.Policy, error) {
+		{"policy open hangs", func(context.Context, enroll.Config, bool) (policy.Policy, error) {
 			<-stuck
 			return nil, errors.New("unreachable")
 		}},
@@ -174,7 +174,7 @@ func TestTimeout(t *testing.T) {
 func TestNoAnnotationSkipsPolicy(t *testing.T) {
 	f := newFixture(t)
 	h := f.hook(0)
-	h.Open = func(context.Context, enroll.Config) (policy.Policy, error) {
+	h.Open = func(context.Context, enroll.Config, bool) (policy.Policy, error) {
 		t.Error("policy opened for a container without the annotation")
 		return f.pol, nil
 	}
@@ -203,5 +203,62 @@ func TestParseStage(t *testing.T) {
 	}
 	if _, err := hook.ParseStage("poststart"); err == nil {
 		t.Error("poststart accepted")
+	}
+}
+
+func TestPoststop(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.tr.Cgroup("c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.tr.Proc(5, "/c1"); err != nil {
+		t.Fatal(err)
+	}
+	f.pol = enrolltest.New(policy.ModeNative)
+	var opened []bool
+	h := f.hook(0)
+	h.Config.Mode = policy.ModeAuto
+	h.Open = func(_ context.Context, cfg enroll.Config, recorded bool) (policy.Policy, error) {
+		opened = append(opened, recorded)
+		if recorded && cfg.Mode != policy.ModeNative {
+			t.Errorf("poststop opened mode %s, want the recorded native", cfg.Mode)
+		}
+		return f.pol, nil
+	}
+	// Never enrolled: poststop must not even open the policy.
+	if err := runBounded(t, h, hook.Poststop, state(t, "other", 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if len(opened) != 0 {
+		t.Fatalf("policy opened for a container that was never enrolled")
+	}
+	if err := runBounded(t, h, hook.CreateRuntime, state(t, "c1", 5, map[string]string{"agentcg.priority": "low"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := runBounded(t, h, hook.Poststop, state(t, "c1", 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if len(opened) != 2 || opened[0] || !opened[1] {
+		t.Fatalf("opens (recorded flag) = %v, want [false true]", opened)
+	}
+	if calls := f.pol.Calls(); len(calls) != 2 || calls[1].Op != "detach" {
+		t.Fatalf("calls %+v", calls)
+	}
+}
+
+func TestTimeoutFromConfig(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.FailMode = enroll.FailClosed
+	f.cfg.HookTimeout = 30 * time.Millisecond
+	h := f.hook(0)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	h.Open = func(context.Context, enroll.Config, bool) (policy.Policy, error) {
+		<-stuck
+		return nil, errors.New("unreachable")
+	}
+	err := runBounded(t, h, hook.CreateRuntime, state(t, "c1", 1, map[string]string{"agentcg.priority": "low"}))
+	if err == nil || !strings.Contains(err.Error(), "gave up after 30ms") {
+		t.Fatalf("err = %v, want the configured 30ms timeout", err)
 	}
 }

@@ -37,7 +37,9 @@ func newDockerEnv(t *testing.T, name, failMode string) *dockerEnv {
 		}
 	}
 	e := &dockerEnv{t: t, pinDir: "/sys/fs/bpf/agentcg-hook-" + name, hookLog: filepath.Join(vmtest.ResultsDir(t), "hook.log")}
-	cfg := fmt.Sprintf("mode: bpf\nfail_mode: %s\nstate_dir: /run/agentcg-hook-%s\nhook_log: %s\npolicy:\n  pin_dir: %s\n", failMode, name, e.hookLog, e.pinDir)
+	// Loading the BPF object takes about 5 s under TCG, so the default 5 s
+	// hook timeout is too tight in the VM.
+	cfg := fmt.Sprintf("mode: bpf\nfail_mode: %s\nhook_timeout: 60s\nstate_dir: /run/agentcg-hook-%s\nhook_log: %s\npolicy:\n  pin_dir: %s\n", failMode, name, e.hookLog, e.pinDir)
 	if err := os.MkdirAll(filepath.Dir(guestConfig), 0o755); err != nil {
 		t.Fatal(err)
 	}

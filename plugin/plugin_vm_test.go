@@ -3,6 +3,7 @@
 package plugin_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -19,6 +20,9 @@ import (
 	"github.com/agentcg/agentcg/bpf"
 	"github.com/agentcg/agentcg/cgroup"
 	"github.com/agentcg/agentcg/internal/vmtest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // VM tests drive the real agentcg-nri binary (built by `make build`) against
@@ -342,6 +346,50 @@ func TestVMRestartReconciles(t *testing.T) {
 	}
 }
 
+// criClient talks CRI over gRPC directly: the churn test would otherwise
+// spend most of its time starting crictl under emulation.
+type criClient struct {
+	rt   cri.RuntimeServiceClient
+	conn *grpc.ClientConn
+}
+
+func newCRI(t *testing.T) *criClient {
+	conn, err := grpc.NewClient("unix:///run/containerd/containerd.sock", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &criClient{rt: cri.NewRuntimeServiceClient(conn), conn: conn}
+}
+
+// cycle creates, starts, stops and removes one container in pod.
+func (c *criClient) cycle(ctx context.Context, pod string, podCfg *cri.PodSandboxConfig, name, prio string) error {
+	cr, err := c.rt.CreateContainer(ctx, &cri.CreateContainerRequest{
+		PodSandboxId: pod,
+		Config: &cri.ContainerConfig{
+			Metadata:    &cri.ContainerMetadata{Name: name},
+			Image:       &cri.ImageSpec{Image: vmImage},
+			Annotations: map[string]string{"agentcg.priority": prio},
+			LogPath:     name + ".log",
+		},
+		SandboxConfig: podCfg,
+	})
+	if err != nil {
+		return fmt.Errorf("create %s: %w", name, err)
+	}
+	id := cr.GetContainerId()
+	if _, err := c.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: id}); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	if _, err := c.rt.StopContainer(ctx, &cri.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
+		return fmt.Errorf("stop %s: %w", name, err)
+	}
+	if _, err := c.rt.RemoveContainer(ctx, &cri.RemoveContainerRequest{ContainerId: id}); err != nil {
+		return fmt.Errorf("remove %s: %w", name, err)
+	}
+	return nil
+}
+
 func TestVMChurn(t *testing.T) {
 	cycles := 200
 	if v, err := strconv.Atoi(os.Getenv("AGENTCG_CHURN_CYCLES")); err == nil && v > 0 {
@@ -353,11 +401,24 @@ func TestVMChurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod, podJSON := e.runPod("churn")
+	c := newCRI(t)
+	ctx := context.Background()
+	podCfg := &cri.PodSandboxConfig{
+		Metadata:     &cri.PodSandboxMetadata{Name: "churn", Namespace: vmNamespace, Uid: "churn-uid"},
+		LogDirectory: "/tmp/agentcg-nri-pods/churn",
+		Linux: &cri.LinuxPodSandboxConfig{CgroupParent: e.parent, SecurityContext: &cri.LinuxSandboxSecurityContext{
+			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+	}
+	pr, err := c.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := pr.GetPodSandboxId()
 	start := time.Now()
 	for i := range cycles {
-		id, _ := e.startCtr(pod, podJSON, fmt.Sprintf("churn%03d", i), []string{"high", "low"}[i%2])
-		e.removeCtr(id)
+		if err := c.cycle(ctx, pod, podCfg, fmt.Sprintf("churn%03d", i), []string{"high", "low"}[i%2]); err != nil {
+			t.Fatalf("cycle %d: %v\nplugin log:\n%s", i, err, tail(e.log(), 20))
+		}
 		if i%50 == 49 {
 			t.Logf("%d cycles in %s", i+1, time.Since(start).Round(time.Second))
 		}
@@ -376,5 +437,8 @@ func TestVMChurn(t *testing.T) {
 	if leaked != 0 {
 		t.Fatalf("%d BPF links leaked after %d cycles (before %v, after %v)", leaked, cycles, before, after)
 	}
-	t.Logf("%d create/remove cycles: 0 pins, 0 leaked links", cycles)
+	if ents, _ := os.ReadDir(e.stateDir); slices.ContainsFunc(ents, func(d os.DirEntry) bool { return strings.HasSuffix(d.Name(), ".json") }) {
+		t.Fatalf("container records left after churn: %v", ents)
+	}
+	t.Logf("%d create/remove cycles in %s: 0 pins, 0 leaked links, 0 records", cycles, time.Since(start).Round(time.Second))
 }

@@ -209,6 +209,9 @@ type Invocation struct {
 	Args       []string // the runtime's arguments, without ours
 	Subcommand string
 	Bundle     string // set for create
+	// ConfigTimeout is the hook timeout from the config file, used for
+	// the runtime-enforced bound when no --agentcg-timeout is given.
+	ConfigTimeout time.Duration
 }
 
 // Parse resolves options from flags, then the environment, then defaults:
@@ -248,21 +251,24 @@ func (inv Invocation) Modify() error {
 	if inv.Subcommand != "create" {
 		return nil
 	}
-	cr, ps, err := Hooks(inv.Hook, inv.Config, inv.Timeout, runtimeTimeout(inv.Timeout))
+	cr, ps, err := Hooks(inv.Hook, inv.Config, inv.Timeout, runtimeTimeout(inv.Timeout, inv.ConfigTimeout))
 	if err != nil {
 		return err
 	}
 	return Inject(inv.Bundle, cr, ps)
 }
 
-// runtimeTimeout is the runtime-enforced bound, a little above the hook's
-// own timeout so the hook gets to log why it gave up.
-func runtimeTimeout(hookTimeout string) int {
-	d, err := time.ParseDuration(hookTimeout)
+// runtimeTimeout is the runtime-enforced bound (whole seconds), above the
+// hook's own timeout so that the hook gets to log why it gave up.
+func runtimeTimeout(flag string, fromConfig time.Duration) int {
+	d, err := time.ParseDuration(flag)
 	if err != nil || d <= 0 {
+		d = fromConfig
+	}
+	if d <= 0 {
 		d = defaultHookTimeout
 	}
-	return int(d.Seconds()) + 2
+	return int(d.Seconds()) + 3
 }
 
 const defaultHookTimeout = 5 * time.Second

@@ -81,7 +81,7 @@ func TestInject(t *testing.T) {
 		t.Fatalf("hooks %+v", h)
 	}
 	cr := h.CreateRuntime[0]
-	if cr.Path != "/opt/bin/agentcg-hook" || !slices.Equal(cr.Args, []string{"agentcg-hook", "--config", "/etc/a.yaml", "createRuntime"}) || cr.Timeout == nil || *cr.Timeout != 7 {
+	if cr.Path != "/opt/bin/agentcg-hook" || !slices.Equal(cr.Args, []string{"agentcg-hook", "--config", "/etc/a.yaml", "createRuntime"}) || cr.Timeout == nil || *cr.Timeout != 8 {
 		t.Fatalf("createRuntime hook %+v", cr)
 	}
 	if h.Poststop[0].Args[len(h.Poststop[0].Args)-1] != "poststop" {

@@ -21,7 +21,7 @@ import (
 func main() {
 	fs := flag.NewFlagSet("agentcg-hook", flag.ContinueOnError)
 	cfgPath := fs.String("config", os.Getenv("AGENTCG_CONFIG"), "config file (YAML or JSON; default "+enroll.DefaultConfigPath+" if present)")
-	timeout := fs.Duration("timeout", envDuration("AGENTCG_HOOK_TIMEOUT", hook.DefaultTimeout), "hard limit for one invocation (env AGENTCG_HOOK_TIMEOUT)")
+	timeout := fs.Duration("timeout", envDuration("AGENTCG_HOOK_TIMEOUT", 0), "hard limit for one invocation (env AGENTCG_HOOK_TIMEOUT; default: hook_timeout from the config, else 5s)")
 	if err := fs.Parse(os.Args[1:]); err != nil || fs.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, hook.ErrUsage)
 		os.Exit(2)
@@ -51,10 +51,16 @@ func main() {
 	}
 }
 
-func open(ctx context.Context, cfg enroll.Config) (policy.Policy, error) {
+func open(ctx context.Context, cfg enroll.Config, recorded bool) (policy.Policy, error) {
 	// The attach log line names the mode; mode.Open's own fallback notice
 	// would repeat on every container.
-	return mode.Open(ctx, mode.Options{Mode: cfg.Mode, Config: cfg.Policy, Logger: slog.New(slog.DiscardHandler)})
+	opts := mode.Options{Mode: cfg.Mode, Config: cfg.Policy, Logger: slog.New(slog.DiscardHandler)}
+	if recorded {
+		// An earlier attach already proved the mode works; parsing the
+		// kernel's BTF again would cost most of the hook's time budget.
+		opts.Probe = func() error { return nil }
+	}
+	return mode.Open(ctx, opts)
 }
 
 func envDuration(key string, def time.Duration) time.Duration {

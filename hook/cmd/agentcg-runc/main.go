@@ -26,10 +26,13 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
+	cfg, cerr := enroll.LoadConfig(inv.Config)
+	if inv.Subcommand == "create" && cerr == nil {
+		inv.ConfigTimeout = cfg.HookTimeout
+	}
 	if err := inv.Modify(); err != nil {
 		// Fail open unless the config says closed: the container then
 		// runs without the agentcg hooks.
-		cfg, cerr := enroll.LoadConfig(inv.Config)
 		if cerr != nil || cfg.FailMode == enroll.FailClosed {
 			fatal(fmt.Errorf("inject hooks into %s: %w", inv.Bundle, err))
 		}

@@ -99,7 +99,7 @@ func (o *Orchestrator) describe(bar *progressbar.ProgressBar, i, n int, pl confi
 	}
 	want := 0.0
 	for _, s := range pl.Point.Sessions {
-		want = max(want, o.expected[s.Trace]*o.Cfg.Speed/max(o.Cfg.Speed, 1e-9))
+		want = max(want, o.expected[s.Trace])
 	}
 	want += o.Cfg.BarrierS
 	start := time.Now()

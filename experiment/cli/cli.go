@@ -204,6 +204,9 @@ func doRun(cmd *cobra.Command, f runFlags) error {
 		return err
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), filepath.Join(dir, "report.md"))
+	if o.Failures > 0 {
+		return fmt.Errorf("%d runs failed (listed in report.md); retry them with --resume %s", o.Failures, dir)
+	}
 	return nil
 }
 

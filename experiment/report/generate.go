@@ -56,6 +56,9 @@ func Generate(dir string) error {
 			}
 		}
 	}
+	if d.Failed, err = results.LoadFailed(dir); err != nil {
+		return err
+	}
 	md := Markdown(d, env, figs)
 	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(md), 0o644)
 }
@@ -308,6 +311,13 @@ func Markdown(d *Data, env results.Env, figs []string) string {
 	}
 
 	w("## Excluded runs\n\n")
+	if len(d.Failed) > 0 {
+		w("These runs failed before they could be measured and are in no table (`--resume` retries them):\n\n| run | arm | error |\n|---|---|---|\n")
+		for _, f := range d.Failed {
+			w("| %s | %s | %s |\n", f.ID, f.Label, strings.ReplaceAll(f.Error, "|", "\\|"))
+		}
+		w("\n")
+	}
 	if len(d.Excluded) == 0 {
 		w("None: every LOW session overlapped HIGH for at least %.0f s.\n\n", results.MinOverlapS)
 	} else {

@@ -30,6 +30,9 @@ func synth(t *testing.T) string {
 		}
 	}
 	writeRun(t, dir, "BPF", 5, order, 1000, true)
+	if err := results.WriteJSON(filepath.Join(results.RunDir(dir, "026-BPF-r6"), results.FailedFile), results.Failed{ID: "026-BPF-r6", Label: "BPF", Error: "no high policy link"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := results.WriteJSON(filepath.Join(dir, "env.json"), results.Env{KernelRelease: "7.3.4-memcgbpf", Probe: "ok", Runtime: "containerd", Where: "vm", Accel: "tcg"}); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +140,7 @@ func TestGenerate(t *testing.T) {
 		t.Errorf("excluded run leaked into summary.csv")
 	}
 	md := readFile(t, filepath.Join(dir, "report.md"))
-	for _, want := range []string{"025-BPF-5", "overlapped HIGH for 0.00 s", "0.25", "7.3.4-memcgbpf", "containerd", "kept up", "| BPF | high | 5 |", "| high | Medical_Bio_Hard | 1015 MB | 500 MB | 167 MB |", "HIGH's scaled trace peak reaches the parent limit"} {
+	for _, want := range []string{"025-BPF-5", "overlapped HIGH for 0.00 s", "0.25", "7.3.4-memcgbpf", "containerd", "kept up", "| BPF | high | 5 |", "| high | Medical_Bio_Hard | 1015 MB | 500 MB | 167 MB |", "HIGH's scaled trace peak reaches the parent limit", "| 026-BPF-r6 | BPF | no high policy link |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report.md lacks %q", want)
 		}

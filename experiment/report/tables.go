@@ -53,6 +53,7 @@ type Data struct {
 	SoloT    float64 // mean completion of HIGH in solo runs (NaN without)
 	Labels   []string
 	Traces   map[string]results.TraceInfo // from toolcalls/<trace>.json
+	Failed   []results.Failed
 }
 
 // Analyse splits runs into included and excluded and computes solo T.

@@ -309,3 +309,35 @@ func LoadToolCalls(dir, trace string) (*ToolCalls, error) {
 	}
 	return &tc, nil
 }
+
+// Failed is a run that could not be measured (for example the policy never
+// attached). It is kept beside the runs so the report lists it; --resume
+// tries it again because it has no run.json.
+type Failed struct {
+	ID    string `json:"id"`
+	Label string `json:"label"`
+	Error string `json:"error"`
+}
+
+// FailedFile is the name of a failed run's record.
+const FailedFile = "failed.json"
+
+// LoadFailed returns the failed runs of dir that never finished later.
+func LoadFailed(dir string) ([]Failed, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "runs", "*", FailedFile))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(paths)
+	var out []Failed
+	for _, p := range paths {
+		var f Failed
+		if err := ReadJSON(p, &f); err != nil {
+			return nil, err
+		}
+		if !Finished(dir, f.ID) {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}

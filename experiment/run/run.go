@@ -43,8 +43,14 @@ type Orchestrator struct {
 	Progress      io.Writer // nil: no progress bar
 	Log           *slog.Logger
 
+	// Failures counts runs of this Execute that could not be measured.
+	Failures int
+
 	expected map[string]float64 // trace → ideal seconds at the config's speed
 }
+
+// MaxConsecutiveFailures stops an experiment whose runs all fail.
+const MaxConsecutiveFailures = 5
 
 // Execute runs every planned run not yet finished in Dir, in plan order.
 // It returns ctx's error when interrupted; finished runs stay on disk.
@@ -62,6 +68,7 @@ func (o *Orchestrator) Execute(ctx context.Context) error {
 			progressbar.OptionSetPredictTime(true), progressbar.OptionSetWidth(20), progressbar.OptionShowElapsedTimeOnFinish(),
 			progressbar.OptionSetDescription("experiment"))
 	}
+	consecutive := 0
 	for i, pl := range plan {
 		if results.Finished(o.Dir, pl.ID) {
 			if bar != nil {
@@ -72,9 +79,28 @@ func (o *Orchestrator) Execute(ctx context.Context) error {
 		stop := o.describe(bar, i, len(plan), pl)
 		rd, err := o.runOne(ctx, pl)
 		stop()
-		if err != nil {
-			return fmt.Errorf("run %s: %w", pl.ID, err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("run %s: %w", pl.ID, ctx.Err())
 		}
+		if err != nil {
+			// Record it, go on with the other arms, and stop only when
+			// nothing works any more.
+			o.Failures++
+			consecutive++
+			o.Log.Error("run failed", "run", pl.ID, "err", err)
+			if werr := results.WriteJSON(filepath.Join(results.RunDir(o.Dir, pl.ID), results.FailedFile),
+				results.Failed{ID: pl.ID, Label: pl.Point.Label, Error: err.Error()}); werr != nil {
+				return werr
+			}
+			if consecutive >= MaxConsecutiveFailures {
+				return fmt.Errorf("%d runs in a row failed, the last (%s) with: %w", consecutive, pl.ID, err)
+			}
+			if bar != nil {
+				bar.Add(1)
+			}
+			continue
+		}
+		consecutive = 0
 		o.Log.Info("run finished", "run", pl.ID, "excluded", rd.Run.Excluded, "reason", rd.Run.ExcludeReason, "error", rd.Run.Error)
 		if bar != nil {
 			bar.Add(1)

@@ -287,7 +287,7 @@ func Markdown(d *Data, env results.Env, figs []string) string {
 	}
 	w("\n")
 	w("## Did the replay keep up?\n\n")
-	var soloLag []float64
+	var soloLag, stepLag []float64
 	for _, r := range d.Included {
 		if r.Run.Arm != results.ArmSolo {
 			continue
@@ -295,6 +295,7 @@ func Markdown(d *Data, env results.Env, figs []string) string {
 		for _, s := range r.ByRole(results.RoleHigh) {
 			if s.Replay != nil && s.Replay.Complete && s.Replay.IdealS > 0 {
 				soloLag = append(soloLag, s.Replay.LagS/s.Replay.IdealS)
+				stepLag = append(stepLag, s.Replay.MaxStepLagS)
 			}
 		}
 	}
@@ -308,6 +309,10 @@ func Markdown(d *Data, env results.Env, figs []string) string {
 		}
 		w("Solo HIGH lag / ideal duration over %d runs: mean %.3f, max %.3f. The replay %s with the scaled trace (threshold %.0f%% of the ideal duration). Solo T = %.2f s.\n\n",
 			ls.N, ls.Mean, ls.Max, verdict, KeptUpMaxLag*100, d.SoloT)
+		if ms := stats.Summarize(stepLag); ms.Max > 0 {
+			w("Within a run, the largest delay of a single step behind its schedule was %.2f s wall (%.0f trace seconds at this speed): bursts were replayed late by that much even when the sleeps absorbed it by the end.\n\n",
+				ms.Max, ms.Max*speedOf(d))
+		}
 	}
 
 	w("## Excluded runs\n\n")
@@ -378,6 +383,16 @@ func Markdown(d *Data, env results.Env, figs []string) string {
 	w("Figure 1: mean normalised completion with 95%% t intervals (HIGH divided by solo T, LOW by its trace's ideal duration; 1 = no slowdown). Figure 2: memory.current of each cgroup in the run closest to the arm's median HIGH completion, with the parent limit and HIGH's tool calls as ticks. Figure 3: OOM kills from the kernel's memory.events. Figure 4: how often the BPF policy returned a non-zero delay per session.\n\n")
 	w("Files: summary.csv (arm × role × metric: n, mean, std, ci95_low, ci95_high, p50, max), stats.csv, timeseries.csv (100 ms memory.current and memory.pressure per cgroup), runs/*/ (raw JSON). Regenerate with `agentcg experiment report DIR`.\n")
 	return b.String()
+}
+
+// speedOf is the speed of the solo runs (the first one found).
+func speedOf(d *Data) float64 {
+	for _, r := range d.Runs {
+		if r.Run.Arm == results.ArmSolo {
+			return r.Run.Speed
+		}
+	}
+	return math.NaN()
 }
 
 func appendUniq(x []float64, v float64) []float64 {

@@ -41,6 +41,7 @@ type Replay struct {
 	CompletionS  float64 `json:"completion_s"`
 	IdealS       float64 `json:"ideal_s"`
 	LagS         float64 `json:"lag_s"`
+	MaxStepLagS  float64 `json:"max_step_lag_s"` // optional: largest delay of one step behind schedule
 	Slowdown     float64 `json:"slowdown"`
 	Samples      int     `json:"samples"`
 	PeakBytes    int64   `json:"peak_bytes"`

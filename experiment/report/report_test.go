@@ -53,7 +53,7 @@ func writeRun(t *testing.T, dir, arm string, idx, order int, highS float64, late
 		Runtime: "containerd", StartUnix: start, EndUnix: start + highS + 5, ParentLimit: 500e6, ParentPeak: 480e6, Utilisation: 0.5 + 0.01*float64(idx)}}
 	high := results.Session{Name: "high", Role: results.RoleHigh, Trace: "Medical_Bio_Hard", PeakBytes: 300e6,
 		Events: map[string]int64{"high": 0, "max": 0, "oom": 0, "oom_kill": 0}, ActiveStart: start, ActiveEnd: start + highS,
-		Replay: &results.Replay{Complete: true, CompletionS: highS, IdealS: 50, LagS: highS - 50}}
+		Replay: &results.Replay{Complete: true, CompletionS: highS, IdealS: 50, LagS: highS - 50, MaxStepLagS: 0.5}}
 	if arm == "Static" && idx == 0 {
 		high.Replay = nil // OOM-killed: no result, counted from the kernel
 		high.Events["oom_kill"] = 1
@@ -140,7 +140,7 @@ func TestGenerate(t *testing.T) {
 		t.Errorf("excluded run leaked into summary.csv")
 	}
 	md := readFile(t, filepath.Join(dir, "report.md"))
-	for _, want := range []string{"025-BPF-5", "overlapped HIGH for 0.00 s", "0.25", "7.3.4-memcgbpf", "containerd", "kept up", "| BPF | high | 5 |", "| high | Medical_Bio_Hard | 1015 MB | 500 MB | 167 MB |", "HIGH's scaled trace peak reaches the parent limit", "| 026-BPF-r6 | BPF | no high policy link |"} {
+	for _, want := range []string{"025-BPF-5", "overlapped HIGH for 0.00 s", "0.25", "7.3.4-memcgbpf", "containerd", "kept up", "| BPF | high | 5 |", "| high | Medical_Bio_Hard | 1015 MB | 500 MB | 167 MB |", "HIGH's scaled trace peak reaches the parent limit", "| 026-BPF-r6 | BPF | no high policy link |", "0.50 s wall (5 trace seconds"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report.md lacks %q", want)
 		}

@@ -45,6 +45,12 @@ func (d *Docker) Versions(ctx context.Context) (map[string]string, error) {
 }
 
 func (d *Docker) Create(ctx context.Context, s Spec) (string, error) {
+	// Only annotated containers need the wrapper (and its hook); the other
+	// arms then also run where daemon.json has no agentcg runtime.
+	rt := ""
+	if len(s.Annotations) > 0 {
+		rt = DockerRuntimeName
+	}
 	var binds []string
 	for _, b := range s.Binds {
 		binds = append(binds, b.Host+":"+b.Container)
@@ -57,7 +63,7 @@ func (d *Docker) Create(ctx context.Context, s Spec) (string, error) {
 			Labels: map[string]string{Label: "1"},
 		},
 		HostConfig: &container.HostConfig{
-			Runtime:     DockerRuntimeName,
+			Runtime:     rt,
 			Annotations: s.Annotations,
 			Resources:   container.Resources{CgroupParent: s.CgroupParent},
 			Binds:       binds,

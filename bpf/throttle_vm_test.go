@@ -31,7 +31,9 @@ const (
 func TestGatedThrottling(t *testing.T) {
 	vmtest.Require(t)
 	ctx := context.Background()
-	p := newPolicy(t, policy.Config{})
+	// Default gate and window; delays twice the defaults so that the 3x
+	// margin survives a no-ops baseline inflated by a busy host.
+	p := newPolicy(t, policy.Config{GatePct: 80, DelayBaseMs: 20, DelayMaxMs: 400, HighActiveWindowMs: 2000})
 	parent := cg(t, filepath.Join(cgRoot, "agentcg-throttle"))
 	if err := cgroup.Write(parent, "memory.swap.max", "0"); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,10 @@ import "fmt"
 
 // Config holds every knob of the priority policy. The BPF loader copies the
 // BPF part into the program's read-only config before load; the native
-// fallback uses the byte values. Zero values mean "use the default".
+// fallback uses the byte values. Config files are decoded over DefaultConfig,
+// so an omitted field keeps its default. WithDefaults fills zero fields for
+// callers that build a Config in code; HighActiveWindowMs is the exception,
+// because 0 has a meaning there, and GatePct 0 cannot be expressed (use 1).
 type Config struct {
 	// PinDir is the bpffs directory holding one pinned link per cgroup.
 	PinDir string `json:"pin_dir" yaml:"pin_dir"`

@@ -6,6 +6,7 @@
 #   BENCH_MEM_SCALE  memory scale; 0.25 keeps the 4.06 GB spike at ~1 GB
 #   BENCH_ROUNDS     interleaved replay/raw pairs; medians are reported
 #   BENCH_MIN_RATIO  fail when replay/raw is below this (default 0.8)
+#   BENCH_VM         1 (default): also run the BPF fault-overhead bench in the VM
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BIN:-bin/agentcg-replay}
@@ -15,3 +16,8 @@ bin=${BIN:-bin/agentcg-replay}
 	--min-ratio "${BENCH_MIN_RATIO:-0.8}"
 echo "== parser"
 "${GO:-go}" test -run '^$' -bench . -benchmem ./replayimage/trace/
+# The policy's per-fault cost needs the patched kernel: set BENCH_VM=0 to skip.
+if [ "${BENCH_VM:-1}" = 1 ]; then
+	echo "== memcg ops page-fault overhead, gate closed vs no ops (VM; target ratio >= 0.98)"
+	scripts/vm/vmtest.sh --no-selftest --run FaultOverheadGateClosed bpf
+fi

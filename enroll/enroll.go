@@ -71,7 +71,10 @@ type Enroller struct {
 	log      *slog.Logger
 	resolver Resolver
 	records  Records
-	mu       sync.Mutex // serialises the high cap check with the attach
+	// mu serialises enrollments with each other (the high cap) and with
+	// unenrollments: a Stop that overtakes a slow Attach must wait for it,
+	// or the attach would pin after the detach and leak.
+	mu sync.Mutex
 }
 
 // New returns an Enroller for cfg (defaults filled) over pol.
@@ -261,6 +264,8 @@ func (e *Enroller) lockState() (func(), error) {
 // Unenroll detaches whatever Enroll attached for id, using the record so
 // that it works after the cgroup is gone. Unknown ids are not an error.
 func (e *Enroller) Unenroll(ctx context.Context, id string) (Result, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	res := Result{ID: id, Outcome: Skipped}
 	rec, ok, err := e.records.Get(id)
 	if err != nil {

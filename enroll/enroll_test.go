@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -348,5 +349,39 @@ func TestReconcile(t *testing.T) {
 	recs, _ := e.Records().List()
 	if len(recs) != 3 {
 		t.Fatalf("records after reconcile: %+v", recs)
+	}
+}
+
+// A Stop that arrives while a slow attach is in flight must not run before
+// it: otherwise the attach pins after the detach and the link leaks.
+func TestUnenrollWaitsForAttach(t *testing.T) {
+	f := newFixture(t)
+	mkdir(t, f.tr, "c1")
+	f.pol.Block = make(chan struct{})
+	e := f.enroller(t)
+	ctx := context.Background()
+	enrolled := make(chan error, 1)
+	go func() {
+		_, err := e.Enroll(ctx, enroll.Container{ID: "c1", CgroupsPath: "/c1", Annotations: map[string]string{"agentcg.priority": "low"}})
+		enrolled <- err
+	}()
+	// Wait until the record exists, i.e. the attach is in flight.
+	for {
+		if _, ok, _ := e.Records().Get("c1"); ok {
+			break
+		}
+		runtime.Gosched()
+	}
+	unenrolled := make(chan error, 1)
+	go func() { _, err := e.Unenroll(ctx, "c1"); unenrolled <- err }()
+	close(f.pol.Block)
+	if err := <-enrolled; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-unenrolled; err != nil {
+		t.Fatal(err)
+	}
+	if links := f.pol.Links(); len(links) != 0 {
+		t.Fatalf("link leaked: %+v (calls %+v)", links, f.pol.Calls())
 	}
 }

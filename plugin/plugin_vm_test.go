@@ -424,6 +424,14 @@ func TestVMChurn(t *testing.T) {
 		}
 	}
 	e.wantPins()
+	// The plugin must have handled every cycle (a dropped plugin would
+	// leave 0 pins too).
+	if e.nri.ProcessState != nil {
+		t.Fatalf("plugin exited during churn:\n%s", tail(e.log(), 20))
+	}
+	if a, d := strings.Count(e.log(), "msg=attached"), strings.Count(e.log(), "msg=detached"); a != cycles || d != cycles {
+		t.Fatalf("plugin logged %d attaches and %d detaches, want %d each:\n%s", a, d, cycles, tail(e.log(), 20))
+	}
 	after, err := bpf.LinkIDs()
 	if err != nil {
 		t.Fatal(err)

@@ -62,6 +62,13 @@ func run() error {
 		return fmt.Errorf("open policy (mode %s): %w", cfg.Mode, err)
 	}
 	defer pol.Close()
+	// The BPF policy loads its objects lazily; if it offers an eager load,
+	// do it now so the first StartContainer pays only for the attach.
+	if pre, ok := pol.(interface{ Preload(context.Context) error }); ok {
+		if err := pre.Preload(ctx); err != nil {
+			return fmt.Errorf("preload policy: %w", err)
+		}
+	}
 	var probeErr error
 	if cfg.Mode == policy.ModeAuto && pol.Mode() == policy.ModeNative {
 		probeErr = bpf.Probe()

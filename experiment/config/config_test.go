@@ -30,7 +30,7 @@ func TestDefaultPlanInterleaves(t *testing.T) {
 	if n := len(plan[0].Point.Sessions); n != 1 || plan[0].Point.Sessions[0].Role != "high" {
 		t.Fatalf("solo sessions: %+v", plan[0].Point.Sessions)
 	}
-	if c.ParentLimitBytes != 2_000_000_000 || c.Speed != 10 || len(c.Sessions) != 3 || c.Sessions[0].Trace != "Medical_Bio_Hard" {
+	if c.ParentLimitBytes != 4_500_000_000 || c.Speed != 10 || len(c.Sessions) != 3 || c.Sessions[0].Trace != "Medical_Bio_Hard" {
 		t.Fatalf("default profile drifted from design.md §4: %+v", c)
 	}
 }

@@ -35,7 +35,7 @@ vmtest: deps build image
 	scripts/vm/vmtest.sh
 
 image: build
-	$(GO) run ./replayimage/cmd/agentcg-image --binary bin/agentcg-replay --traces $(TRACES) --tag agentcg/replay:$(VERSION) --out build/agentcg-replay.tar
+	$(GO) run ./replayimage/cmd/agentcg-image --binary bin/agentcg-replay --traces $(TRACES) --tag agentcg/replay:$(VERSION) --tag agentcg/replay:latest --out build/agentcg-replay.tar
 
 bench: build
 	scripts/bench.sh

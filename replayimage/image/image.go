@@ -92,16 +92,24 @@ func Build(opt Options) (v1.Image, error) {
 	return mutate.ConfigFile(img, cf)
 }
 
-// Write saves img as a tar that `docker load` and `ctr images import` accept.
-func Write(file, tag string, img v1.Image) error {
-	ref, err := name.NewTag(tag)
-	if err != nil {
-		return fmt.Errorf("tag %q: %w", tag, err)
+// Write saves img under every tag as a tar that `docker load` and
+// `ctr images import` accept.
+func Write(file string, img v1.Image, tags ...string) error {
+	if len(tags) == 0 {
+		return errors.New("no image tag given")
+	}
+	refs := map[name.Reference]v1.Image{}
+	for _, tag := range tags {
+		ref, err := name.NewTag(tag)
+		if err != nil {
+			return fmt.Errorf("tag %q: %w", tag, err)
+		}
+		refs[ref] = img
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 		return err
 	}
-	if err := tarball.WriteToFile(file, ref, img); err != nil {
+	if err := tarball.MultiRefWriteToFile(file, refs); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -49,7 +50,7 @@ func TestImageTar(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(t.TempDir(), "agentcg-replay.tar")
-	if err := Write(file, "agentcg/replay:test", img); err != nil {
+	if err := Write(file, img, "agentcg/replay:test", "agentcg/replay:latest"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -80,7 +81,7 @@ func TestImageTar(t *testing.T) {
 	if err := json.Unmarshal(top["manifest.json"], &manifest); err != nil {
 		t.Fatalf("manifest.json: %v", err)
 	}
-	if len(manifest) != 1 || len(manifest[0].RepoTags) != 1 || manifest[0].RepoTags[0] != "agentcg/replay:test" || len(manifest[0].Layers) != 1 {
+	if len(manifest) != 1 || !slices.Equal(manifest[0].RepoTags, []string{"agentcg/replay:latest", "agentcg/replay:test"}) && !slices.Equal(manifest[0].RepoTags, []string{"agentcg/replay:test", "agentcg/replay:latest"}) || len(manifest[0].Layers) != 1 {
 		t.Fatalf("manifest %+v", manifest)
 	}
 	var cfg struct {

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/agentcg/agentcg/internal/version"
 	"github.com/agentcg/agentcg/replayimage/image"
@@ -13,7 +14,10 @@ import (
 
 func main() {
 	var opt image.Options
-	var tag, out string
+	var (
+		tags []string
+		out  string
+	)
 	root := &cobra.Command{
 		Use:           "agentcg-image",
 		Short:         "Build the agentcg replay image tar without a Docker daemon",
@@ -28,14 +32,14 @@ func main() {
 			if err != nil {
 				return err
 			}
-			if err := image.Write(out, tag, img); err != nil {
+			if err := image.Write(out, img, tags...); err != nil {
 				return err
 			}
 			d, err := img.Digest()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s\n", out, tag, d)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s\n", out, strings.Join(tags, ","), d)
 			return nil
 		},
 	}
@@ -43,7 +47,7 @@ func main() {
 	f.StringVar(&opt.Binary, "binary", "bin/agentcg-replay", "static agentcg-replay binary (the entrypoint)")
 	f.StringVar(&opt.Traces, "traces", "replayimage/traces", "folder of trace folders to bake in under /traces/<name>/")
 	f.StringVar(&opt.Version, "version", "", "image version label (default: this build's version)")
-	f.StringVar(&tag, "tag", "agentcg/replay:"+version.Version, "image reference")
+	f.StringSliceVar(&tags, "tag", []string{"agentcg/replay:" + version.Version, "agentcg/replay:latest"}, "image references (repeatable)")
 	f.StringVar(&out, "out", "build/agentcg-replay.tar", "output tar")
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "agentcg-image: %v\n", err)

@@ -68,7 +68,22 @@ type Config struct {
 	// HookTimeout bounds one hook invocation ("5s"; 0 means the default).
 	// Loading the BPF object takes most of it, so slow (emulated) machines
 	// need more.
-	HookTimeout time.Duration `json:"hook_timeout" yaml:"hook_timeout"`
+	HookTimeout Duration `json:"hook_timeout" yaml:"hook_timeout"`
+}
+
+// Duration is a time.Duration written as text ("5s") in JSON and YAML, so
+// that a config written with encoding/json reads back through YAML.
+type Duration time.Duration
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", b, err)
+	}
+	*d = Duration(v)
+	return nil
 }
 
 // DefaultConfig is the configuration used when no file is given.
@@ -123,7 +138,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("cgroup_root %q: must be an absolute path", c.CgroupRoot)
 	}
 	if c.HookTimeout < 0 {
-		return fmt.Errorf("hook_timeout %s: must not be negative", c.HookTimeout)
+		return fmt.Errorf("hook_timeout %s: must not be negative", time.Duration(c.HookTimeout))
 	}
 	if c.High.MaxConcurrent < 0 {
 		return fmt.Errorf("high.max_concurrent %d: must not be negative", c.High.MaxConcurrent)
@@ -138,7 +153,9 @@ func ParseConfig(r io.Reader) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
-	var c Config
+	// Decode over the defaults: an omitted field keeps its default, and an
+	// explicit 0 (meaningful for policy.high_active_window_ms) stays 0.
+	c := DefaultConfig()
 	if len(bytes.TrimSpace(b)) > 0 {
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)

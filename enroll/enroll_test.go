@@ -1,13 +1,16 @@
 package enroll_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentcg/agentcg/enroll"
 	"github.com/agentcg/agentcg/enroll/enrolltest"
@@ -383,5 +386,31 @@ func TestUnenrollWaitsForAttach(t *testing.T) {
 	}
 	if links := f.pol.Links(); len(links) != 0 {
 		t.Fatalf("link leaked: %+v (calls %+v)", links, f.pol.Calls())
+	}
+}
+
+// A config written with encoding/json (as the experiment does) must read
+// back, durations included, and omitted fields keep their defaults.
+func TestConfigJSONRoundTrip(t *testing.T) {
+	in := enroll.DefaultConfig()
+	in.HookTimeout = enroll.Duration(30 * time.Second)
+	in.Policy.HighActiveWindowMs = 0 // explicit: throttle whatever HIGH does
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := enroll.ParseConfig(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if out.HookTimeout != in.HookTimeout || out.Policy.HighActiveWindowMs != 0 {
+		t.Errorf("round trip: hook_timeout %v window %d", time.Duration(out.HookTimeout), out.Policy.HighActiveWindowMs)
+	}
+	omitted, err := enroll.ParseConfig(strings.NewReader("fail_mode: closed\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := policy.DefaultConfig().HighActiveWindowMs; omitted.Policy.HighActiveWindowMs != want {
+		t.Errorf("omitted high_active_window_ms = %d, want the default %d", omitted.Policy.HighActiveWindowMs, want)
 	}
 }

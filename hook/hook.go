@@ -66,7 +66,7 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 	}
 	timeout := h.Timeout
 	if timeout <= 0 {
-		timeout = h.Config.HookTimeout
+		timeout = time.Duration(h.Config.HookTimeout)
 	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout

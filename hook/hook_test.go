@@ -249,7 +249,7 @@ func TestPoststop(t *testing.T) {
 func TestTimeoutFromConfig(t *testing.T) {
 	f := newFixture(t)
 	f.cfg.FailMode = enroll.FailClosed
-	f.cfg.HookTimeout = 30 * time.Millisecond
+	f.cfg.HookTimeout = enroll.Duration(30 * time.Millisecond)
 	h := f.hook(0)
 	stuck := make(chan struct{})
 	defer close(stuck)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	"github.com/agentcg/agentcg/enroll"
 	"github.com/agentcg/agentcg/hook/runcwrap"
@@ -28,7 +29,7 @@ func main() {
 	}
 	cfg, cerr := enroll.LoadConfig(inv.Config)
 	if inv.Subcommand == "create" && cerr == nil {
-		inv.ConfigTimeout = cfg.HookTimeout
+		inv.ConfigTimeout = time.Duration(cfg.HookTimeout)
 	}
 	if err := inv.Modify(); err != nil {
 		// Fail open unless the config says closed: the container then

@@ -83,9 +83,9 @@ func Profile(name string) (Config, error) {
 			{Name: "low1", Role: results.RoleLow, Trace: "ML_Scientific_Hard"},
 			{Name: "low2", Role: results.RoleLow, Trace: "CLI_Tools_Easy"},
 		},
-		Arms:             append([]string(nil), AllArms...),
-		Solo:             true,
-		Runs:             5,
+		Arms: append([]string(nil), AllArms...),
+		Solo: true,
+		Runs: 5,
 		// design.md §4 says 2 GB, but Medical_Bio_Hard peaks at 4.06 GB, so
 		// HIGH would be OOM-killed in every arm, solo included, leaving no
 		// baseline. 4.5 GB fits HIGH alone but not beside both LOWs at their

@@ -47,6 +47,19 @@ type Orchestrator struct {
 	Failures int
 
 	expected map[string]float64 // trace → ideal seconds at the config's speed
+	// setup is the longest time so far from the first container create to
+	// "every session ready": the barrier is sized from it, since container
+	// start times vary by orders of magnitude between bare metal and TCG.
+	setup time.Duration
+}
+
+// errBarrierMissed marks a run whose containers were not ready by the
+// barrier; it is retried once with a barrier sized from what was observed.
+var errBarrierMissed = errors.New("barrier missed")
+
+// barrier is the delay from the first create to the common start.
+func (o *Orchestrator) barrier() time.Duration {
+	return max(time.Duration(o.Cfg.BarrierS*float64(time.Second)), o.setup*3/2+2*time.Second)
 }
 
 // MaxConsecutiveFailures stops an experiment whose runs all fail.
@@ -78,6 +91,10 @@ func (o *Orchestrator) Execute(ctx context.Context) error {
 		}
 		stop := o.describe(bar, i, len(plan), pl)
 		rd, err := o.runOne(ctx, pl)
+		if errors.Is(err, errBarrierMissed) && ctx.Err() == nil {
+			o.Log.Warn("retrying with a longer barrier", "run", pl.ID, "err", err, "barrier", o.barrier())
+			rd, err = o.runOne(ctx, pl)
+		}
 		stop()
 		if ctx.Err() != nil {
 			return fmt.Errorf("run %s: %w", pl.ID, ctx.Err())
@@ -304,7 +321,8 @@ func (o *Orchestrator) runOne(ctx context.Context, pl config.Planned) (rd result
 	// The barrier: with --start-at every replay sleeps until startAt, so
 	// container start latency does not matter; without it, the containers
 	// are created first and started together.
-	startAt := time.Now().Add(time.Duration(cfg.BarrierS * float64(time.Second)))
+	setupStart := time.Now()
+	startAt := setupStart.Add(o.barrier())
 	for _, s := range sessions {
 		args := []string{"run", "/traces/" + s.cfg.Trace, "--speed", ftoa(cfg.Speed), "--mem-scale", ftoa(pt.MemScale),
 			"--out", "/out/" + s.cfg.Name + ".json"}
@@ -350,8 +368,10 @@ func (o *Orchestrator) runOne(ctx context.Context, pl config.Planned) (rd result
 			return rd, err
 		}
 	}
+	o.setup = max(o.setup, time.Since(setupStart))
 	if late := time.Since(startAt); o.ReplayStartAt && late > 0 {
-		return rd, fmt.Errorf("barrier missed by %v: containers took longer than barrier_s=%v to start; raise it", late.Round(time.Millisecond), cfg.BarrierS)
+		return rd, fmt.Errorf("%w by %v: the containers took %v to get ready (barrier_s=%v)", errBarrierMissed,
+			late.Round(time.Millisecond), o.setup.Round(time.Millisecond), cfg.BarrierS)
 	}
 
 	// Measure.

@@ -143,3 +143,23 @@ func TestUtilisationAndEvents(t *testing.T) {
 		t.Fatalf("delta %v", d)
 	}
 }
+
+// The barrier grows with the slowest setup seen, and never drops below barrier_s.
+func TestBarrierSizedFromSetup(t *testing.T) {
+	tests := []struct {
+		barrierS float64
+		setup    time.Duration
+		want     time.Duration
+	}{
+		{5, 0, 5 * time.Second},
+		{5, 10 * time.Second, 17 * time.Second},
+		{30, 10 * time.Second, 30 * time.Second},
+	}
+	for _, tc := range tests {
+		o := &Orchestrator{setup: tc.setup}
+		o.Cfg.BarrierS = tc.barrierS
+		if got := o.barrier(); got != tc.want {
+			t.Errorf("barrier_s %v, setup %v: barrier %v, want %v", tc.barrierS, tc.setup, got, tc.want)
+		}
+	}
+}

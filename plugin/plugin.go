@@ -6,6 +6,7 @@ package plugin
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"time"
@@ -78,17 +79,50 @@ func (p *Plugin) Synchronize(ctx context.Context, pods []*api.PodSandbox, ctrs [
 	return nil, nil
 }
 
+// requestMargin is kept free of the runtime's per-request budget so that
+// StartContainer answers before the runtime gives up on the plugin (a
+// timed-out plugin is disconnected).
+const requestMargin = 250 * time.Millisecond
+
+// defaultBudget applies when the request carries no deadline.
+const defaultBudget = 2 * time.Second
+
 // StartContainer attaches the container's priority. Its error, returned
-// only under fail_mode closed, makes containerd fail the start.
+// only under fail_mode closed, makes containerd fail the start. If the
+// attach outlives the request's budget (a first BPF load on a slow machine),
+// the plugin answers anyway, by the fail mode, and the attach completes in
+// the background; Unenroll waits for it, so nothing leaks.
 func (p *Plugin) StartContainer(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) error {
 	start := time.Now()
-	res, err := p.e.Enroll(ctx, containerOf(pod, ctr))
-	took := time.Since(start)
-	p.m.observe(res, took)
-	if res.Outcome == enroll.Attached {
-		p.log.Info("attach latency", "container", ctr.GetId(), "cgroup", res.CgroupDir, "priority", string(res.Priority), "latency_ms", float64(took.Microseconds())/1000)
+	c := containerOf(pod, ctr)
+	done := make(chan error, 1)
+	go func() {
+		res, err := p.e.Enroll(context.WithoutCancel(ctx), c)
+		took := time.Since(start)
+		p.m.observe(res, took)
+		if res.Outcome == enroll.Attached {
+			p.log.Info("attach latency", "container", c.ID, "cgroup", res.CgroupDir, "priority", string(res.Priority), "latency_ms", float64(took.Microseconds())/1000)
+		}
+		done <- err
+	}()
+	budget := defaultBudget
+	if dl, ok := ctx.Deadline(); ok {
+		budget = time.Until(dl)
 	}
-	return err
+	timer := time.NewTimer(max(budget-requestMargin, 0))
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+		p.m.rejections.WithLabelValues(string(enroll.ReasonContextCanceled)).Inc()
+		if p.e.Config().FailMode == enroll.FailClosed {
+			p.log.Error("attach did not finish within the NRI request budget; refusing the start (fail_mode closed)", "container", c.ID, "budget", budget)
+			return fmt.Errorf("agentcg: container %s: attach did not finish within %s", c.ID, budget)
+		}
+		p.log.Warn("attach did not finish within the NRI request budget; the container starts and the attach completes in the background (fail_mode open)", "container", c.ID, "budget", budget)
+		return nil
+	}
 }
 
 // StopContainer detaches early; RemoveContainer repeats it harmlessly.

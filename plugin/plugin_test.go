@@ -356,3 +356,53 @@ func TestAnnounceMode(t *testing.T) {
 		t.Fatalf("bpf mode announced as fallback: %s", buf.String())
 	}
 }
+
+// An attach slower than the runtime's request budget must not get the
+// plugin disconnected: StartContainer answers in time (by fail mode), the
+// attach finishes in the background, and Stop still detaches it.
+func TestSlowAttachKeepsPlugin(t *testing.T) {
+	adaptation.SetPluginRequestTimeout(600 * time.Millisecond)
+	t.Cleanup(func() { adaptation.SetPluginRequestTimeout(adaptation.DefaultPluginRequestTimeout) })
+	for _, fm := range []enroll.FailMode{enroll.FailOpen, enroll.FailClosed} {
+		t.Run(string(fm), func(t *testing.T) {
+			e := start(t, setup{failMode: fm})
+			ctx := context.Background()
+			for _, id := range []string{"slow", "fast"} {
+				if _, err := e.tr.Cgroup("k/" + id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.pol.Block = make(chan struct{})
+			mk := func(id string) *api.Container {
+				return &api.Container{Id: id, PodSandboxId: "pod-dev", Annotations: map[string]string{"agentcg.priority": "low"},
+					Linux: &api.LinuxContainer{CgroupsPath: "/k/" + id}}
+			}
+			err := e.rt.StartContainer(ctx, &api.StartContainerRequest{Pod: pod("dev"), Container: mk("slow")})
+			if (err != nil) != (fm == enroll.FailClosed) {
+				t.Fatalf("slow StartContainer err = %v", err)
+			}
+			if fm == enroll.FailClosed && !strings.Contains(err.Error(), "did not finish") {
+				t.Fatalf("err = %v", err)
+			}
+			close(e.pol.Block)
+			// Still connected: the next container is attached.
+			if err := e.rt.StartContainer(ctx, &api.StartContainerRequest{Pod: pod("dev"), Container: mk("fast")}); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{"slow", "fast"} {
+				if err := e.rt.RemoveContainer(ctx, &api.RemoveContainerRequest{Pod: pod("dev"), Container: mk(id)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if links := e.pol.Links(); len(links) != 0 {
+				t.Fatalf("links left: %v\n%s", links, e.log)
+			}
+			if n := strings.Count(e.log.String(), "msg=attached"); n != 2 {
+				t.Fatalf("%d attaches logged, want 2:\n%s", n, e.log)
+			}
+			if got := metric(t, e.metrics.Registry, "agentcg_rejections_total", map[string]string{"reason": "timeout"}); got != 1 {
+				t.Fatalf("timeout rejections = %v", got)
+			}
+		})
+	}
+}

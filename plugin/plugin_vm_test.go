@@ -229,7 +229,8 @@ func (e *vmEnv) pins() map[uint64]string {
 	return out
 }
 
-// wantPins checks that the pins are exactly those of dirs.
+// wantPins checks that the pins become exactly those of dirs (an attach
+// that outlived the NRI request budget lands a little later).
 func (e *vmEnv) wantPins(dirs ...string) {
 	e.t.Helper()
 	want := map[uint64]bool{}
@@ -240,16 +241,30 @@ func (e *vmEnv) wantPins(dirs ...string) {
 		}
 		want[id] = true
 	}
-	got := e.pins()
-	var gotIDs []uint64
-	for id := range got {
-		gotIDs = append(gotIDs, id)
-		if !want[id] {
-			e.t.Fatalf("pin %s is for no expected cgroup (want %v)", got[id], dirs)
+	check := func() error {
+		got := e.pins()
+		var gotIDs []uint64
+		for id := range got {
+			gotIDs = append(gotIDs, id)
+			if !want[id] {
+				return fmt.Errorf("pin %s is for no expected cgroup (want %d)", got[id], len(dirs))
+			}
 		}
+		if len(got) != len(want) {
+			return fmt.Errorf("%d pins %v, want %d", len(got), gotIDs, len(want))
+		}
+		return nil
 	}
-	if len(got) != len(want) {
-		e.t.Fatalf("%d pins %v, want %d for %v", len(got), gotIDs, len(want), dirs)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%v\nplugin log:\n%s", err, tail(e.log(), 15))
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -50,7 +50,7 @@ type Options struct {
 }
 
 // Policy is the BPF implementation of policy.Policy. The BPF objects are
-// loaded at most once per Policy (on the first Attach); List, Stats and
+// loaded at most once per Policy (by Preload or the first Attach); List, Stats and
 // Detach work from the pins and records alone, so they load nothing.
 type Policy struct {
 	cfg  policy.Config
@@ -104,6 +104,21 @@ func (p *Policy) mapsDir() string  { return filepath.Join(p.cfg.PinDir, mapsSubd
 func (p *Policy) linksDir() string { return filepath.Join(p.cfg.PinDir, linksSubdir) }
 func (p *Policy) pinPath(id uint64) string {
 	return filepath.Join(p.linksDir(), pinPrefix+strconv.FormatUint(id, 10))
+}
+
+// Preload loads the BPF objects now instead of at the first Attach, so that
+// a long-lived caller (the NRI plugin) pays the verifier's cost at start-up
+// and its request path only attaches.
+func (p *Policy) Preload(ctx context.Context) error {
+	unlock, err := p.recs.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, err = p.ensureLoaded()
+	return err
 }
 
 // ensureLoaded loads the objects once; it loads again when another process

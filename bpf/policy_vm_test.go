@@ -183,3 +183,18 @@ func median(ds []time.Duration) time.Duration {
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	return ds[len(ds)/2]
 }
+
+// Preload loads the objects and pins the shared maps before any attach.
+func TestPreload(t *testing.T) {
+	vmtest.Require(t)
+	p := newPolicy(t, policy.Config{})
+	if err := p.Preload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p.objs == nil {
+		t.Fatal("Preload returned without loading the objects")
+	}
+	if _, err := os.Stat(filepath.Join(p.mapsDir(), prioMapName)); err != nil {
+		t.Fatalf("priority map not pinned after Preload: %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agentcg/agentcg/internal/jsonfile"
 	"github.com/agentcg/agentcg/policy"
 	"golang.org/x/sys/unix"
 )
@@ -43,19 +44,8 @@ func (r records) path(id uint64) string {
 }
 
 func (r records) put(rec record) error {
-	if err := os.MkdirAll(r.dir, 0o755); err != nil {
-		return fmt.Errorf("record dir: %w", err)
-	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	tmp := r.path(rec.CgroupID) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("write record of %s: %w", rec.CgroupPath, err)
-	}
-	if err := os.Rename(tmp, r.path(rec.CgroupID)); err != nil {
-		return fmt.Errorf("write record of %s: %w", rec.CgroupPath, err)
+	if err := jsonfile.Write(r.path(rec.CgroupID), rec); err != nil {
+		return fmt.Errorf("record of %s: %w", rec.CgroupPath, err)
 	}
 	return nil
 }

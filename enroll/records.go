@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/agentcg/agentcg/internal/jsonfile"
 	"github.com/agentcg/agentcg/policy"
 )
 
@@ -37,26 +38,8 @@ func (s Records) Put(rec Record) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-		return fmt.Errorf("state dir %s: %w", s.Dir, err)
-	}
-	b, err := json.Marshal(rec)
-	if err != nil {
+	if err := jsonfile.Write(p, rec); err != nil {
 		return fmt.Errorf("record %s: %w", rec.ID, err)
-	}
-	tmp, err := os.CreateTemp(s.Dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("record %s: %w", rec.ID, err)
-	}
-	_, werr := tmp.Write(b)
-	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write record %s: %w", p, err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write record %s: %w", p, err)
 	}
 	return nil
 }

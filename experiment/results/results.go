@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentcg/agentcg/internal/jsonfile"
 	"github.com/agentcg/agentcg/policy"
 )
 
@@ -171,23 +172,7 @@ func RunDir(dir, run string) string { return filepath.Join(dir, "runs", run) }
 
 // WriteJSON writes v indented to path, through a temporary file so a
 // crash never leaves half a record (resume trusts what it finds).
-func WriteJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", path, err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s: %w", path, err)
-	}
-	return nil
-}
+func WriteJSON(path string, v any) error { return jsonfile.Write(path, v) }
 
 // ReadJSON decodes path into v.
 func ReadJSON(path string, v any) error {

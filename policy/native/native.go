@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/agentcg/agentcg/cgroup"
+	"github.com/agentcg/agentcg/internal/jsonfile"
 	"github.com/agentcg/agentcg/policy"
 	"golang.org/x/sys/unix"
 )
@@ -248,18 +249,10 @@ func (p *Policy) read(path string) (record, error) {
 }
 
 func (p *Policy) write(r record) error {
-	if err := os.MkdirAll(p.dir, 0o755); err != nil {
-		return fmt.Errorf("record dir: %w", err)
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	tmp := p.path(r.CgroupID) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := jsonfile.Write(p.path(r.CgroupID), r); err != nil {
 		return fmt.Errorf("record %s: %w", r.CgroupPath, err)
 	}
-	return os.Rename(tmp, p.path(r.CgroupID))
+	return nil
 }
 
 func (p *Policy) all() ([]record, error) {

@@ -86,7 +86,14 @@ if [ -z "$accel" ]; then
 	if probe_kvm; then accel=kvm; else accel=tcg; fi
 fi
 cpu=max
+accel_opt=$accel
 [ "$accel" = kvm ] && cpu=host
+# Multi-threaded TCG can run a stale translation on one vCPU while the other
+# live-patches kernel text (int3-based text_poke_bp): attaching the BPF
+# tracepoint program (a static_call update) panicked the guest in
+# count_memcg_events during a 200-container churn. One TCG thread for all
+# vCPUs makes patching atomic for the guest. AGENTCG_VM_MTTCG=1 opts out.
+[ "$accel" = tcg ] && [ "${AGENTCG_VM_MTTCG:-0}" != 1 ] && accel_opt=tcg,thread=single
 
 # The guest init sources env and runs cmd.sh from the ctl share, then writes rc.
 {
@@ -121,7 +128,7 @@ fi
 # image import and power-off. It only fires when the guest is wedged.
 deadline=$((timeout + ${AGENTCG_VM_BOOT_BUDGET:-300}))
 [ "$verbose" = 1 ] && log "accel=$accel mem=${mem}M cpus=$cpus timeout=${timeout}s image=$img"
-timeout -s TERM -k 10 "$deadline" qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -m "$mem" -smp "$cpus" \
+timeout -s TERM -k 10 "$deadline" qemu-system-x86_64 -accel "$accel_opt" -cpu "$cpu" -m "$mem" -smp "$cpus" \
 	-no-reboot -display none -serial stdio -monitor none -nodefaults \
 	-kernel "$kernel" -append "$append" \
 	-drive "file=$img,if=virtio,format=raw,snapshot=on" \

@@ -27,9 +27,6 @@ func main() {
 	}
 	root.AddCommand(policycli.Commands()...)
 	root.AddCommand(experimentcli.Command())
-	// EXPERIMENT: the experiment helper adds its subcommands here:
-	//   root.AddCommand(experimentcli.Command())
-	// with experimentcli = "github.com/agentcg/agentcg/experiment/cli".
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := root.ExecuteContext(ctx)

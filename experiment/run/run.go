@@ -477,9 +477,11 @@ func (o *Orchestrator) collect(s *session, outDir, rdir string, startAt time.Tim
 		os.WriteFile(filepath.Join(rdir, "replay-"+s.cfg.Name+".json"), b, 0o644)
 	}
 	if bpfArm {
-		if c, ok := ctrs[s.leafID]; ok {
-			rs.Counters = &c
-		}
+		// The link was checked before the barrier; a cgroup the programs
+		// never ran for (no reclaim reached HIGH, say) has no map entry yet,
+		// which means zero counts, not missing ones.
+		c := ctrs[s.leafID]
+		rs.Counters = &c
 	}
 	// Active interval: the replay's own, else the container's life after the barrier.
 	if r := rs.Replay; r != nil && r.StartUnix == 0 && !r.StartedAt.IsZero() {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -158,45 +159,66 @@ func TestStaticForcedOOM(t *testing.T) {
 	assertClean(t, o)
 }
 
-// TestInterruptAndResume cancels in the middle of a run (as SIGINT does
-// through the CLI's context), checks nothing is left, then resumes.
+// TestInterruptAndResume sends a real SIGINT to `agentcg experiment run` in
+// the middle of its second run, checks that nothing is left on the machine
+// and the interrupted run is not recorded, then finishes the set with
+// `--resume`.
 func TestInterruptAndResume(t *testing.T) {
+	// The orchestrator here only serves the clean-state checks.
 	o, done := setup(t, "containerd", func(c *config.Config) {
 		// No BPF arm: this tests the orchestrator's cleanup, not the plugin.
 		c.Arms, c.Runs, c.Solo = []string{config.ArmNoLimit, config.ArmStatic}, 1, false
 	})
 	defer done()
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- o.Execute(ctx) }()
-	// Cancel once the second run's containers are up.
+	cfgFile := filepath.Join(t.TempDir(), "interrupt.yaml")
+	if err := results.WriteJSON(cfgFile, o.Cfg); err != nil { // JSON is YAML
+		t.Fatal(err)
+	}
+	bin := filepath.Join(vmtest.Src(t), "bin", "agentcg")
+	out := filepath.Join(vmtest.ResultsDir(t), "cli")
+	os.RemoveAll(out)
+	cmd := exec.Command(bin, "experiment", "run", "--config", cfgFile, "--profile", "smoke", "--out", out, "--quiet")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	plan := o.Cfg.Plan()
 	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		if results.Finished(o.Dir, o.Cfg.Plan()[0].ID) && o.Tree.Exists() {
+	var dir string
+	for { // wait until the second run's HIGH container is up
+		dirs, _ := filepath.Glob(filepath.Join(out, "*-smoke"))
+		if len(dirs) == 1 {
+			dir = dirs[0]
+		}
+		if dir != "" && results.Finished(dir, plan[0].ID) && o.Tree.Exists() {
 			if ents, _ := os.ReadDir(o.Tree.SessionDir("high")); len(ents) > 0 {
 				break
 			}
 		}
 		if time.Now().After(deadline) {
+			cmd.Process.Kill()
 			t.Fatal("second run never started")
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
-	cancel()
-	if err := <-errc; err == nil || ctx.Err() == nil {
-		t.Fatalf("Execute after cancel: %v", err)
-	}
-	assertClean(t, o)
-	plan := o.Cfg.Plan()
-	if results.Finished(o.Dir, plan[1].ID) {
-		t.Fatal("the interrupted run was recorded as finished")
-	}
-	if err := o.Execute(context.Background()); err != nil {
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("agentcg experiment run exited 0 after SIGINT")
+	}
+	assertClean(t, o)
+	if results.Finished(dir, plan[1].ID) {
+		t.Fatal("the interrupted run was recorded as finished")
+	}
+	resume := exec.Command(bin, "experiment", "run", "--resume", dir, "--quiet")
+	resume.Stdout, resume.Stderr = os.Stdout, os.Stderr
+	if err := resume.Run(); err != nil {
+		t.Fatalf("--resume: %v", err)
+	}
 	for _, p := range plan {
-		if !results.Finished(o.Dir, p.ID) {
+		if !results.Finished(dir, p.ID) {
 			t.Errorf("run %s missing after --resume", p.ID)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"image/color"
 	"math"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -82,6 +83,7 @@ func DrawCompletion(dir, base string, c Completion) ([]string, error) {
 	p := plot.New()
 	p.Title.Text = "Completion time normalised (HIGH: / solo T, LOW: / ideal), mean and 95% CI"
 	p.Y.Label.Text = "normalised completion"
+	p.Y.Tick.Marker = preciseTicks{}
 	p.NominalX(c.Labels...)
 	p.Legend.Top = true
 	width := 0.6 / float64(max(1, len(c.Roles)))
@@ -129,6 +131,21 @@ func DrawCompletion(dir, base string, c Completion) ([]string, error) {
 	p.Add(plotter.NewGrid())
 	p.X.Min, p.X.Max = -0.5, float64(len(c.Labels))-0.5
 	return save(p, dir, base, vg.Points(float64(160+110*len(c.Labels))), 4*vg.Inch)
+}
+
+// preciseTicks labels the default ticks with six significant digits:
+// normalised completions cluster near 1, where the default labels round
+// every tick to "1".
+type preciseTicks struct{}
+
+func (preciseTicks) Ticks(min, max float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = strconv.FormatFloat(ts[i].Value, 'g', 6, 64)
+		}
+	}
+	return ts
 }
 
 // DrawMemory draws figure 2 for one run: memory.current of every cgroup,

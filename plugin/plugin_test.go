@@ -3,9 +3,11 @@ package plugin_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/agentcg/agentcg/enroll/enrolltest"
 	"github.com/agentcg/agentcg/plugin"
 	"github.com/agentcg/agentcg/policy"
+	"github.com/agentcg/agentcg/policy/mode"
 	"github.com/containerd/nri/pkg/adaptation"
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
@@ -55,6 +58,8 @@ type setup struct {
 	ctrs []*api.Container
 	// before runs on the enroller's state before the plugin connects.
 	before func(*env)
+	// policy replaces the fake policy (e.pol then only serves as a stand-in).
+	policy policy.Policy
 }
 
 func start(t *testing.T, s setup) *env {
@@ -71,11 +76,15 @@ func start(t *testing.T, s setup) *env {
 	}
 	e := &env{tr: tr, pol: enrolltest.New(policy.ModeBPF), log: &bytes.Buffer{}}
 	log := slog.New(slog.NewTextHandler(&syncWriter{w: e.log}, nil))
-	en, err := enroll.New(cfg, e.pol, log)
+	var pol policy.Policy = e.pol
+	if s.policy != nil {
+		pol = s.policy
+	}
+	en, err := enroll.New(cfg, pol, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.metrics = plugin.NewMetrics(e.pol)
+	e.metrics = plugin.NewMetrics(pol)
 	e.plugin = plugin.New(en, log, e.metrics)
 	if s.before != nil {
 		s.before(e)
@@ -404,5 +413,58 @@ func TestSlowAttachKeepsPlugin(t *testing.T) {
 				t.Fatalf("timeout rejections = %v", got)
 			}
 		})
+	}
+}
+
+// On a kernel without memcg_bpf_ops, mode auto gives the real native policy:
+// StartContainer writes memory.high of a LOW container's cgroup and
+// RemoveContainer restores the value it had.
+func TestAutoWithoutKernelFeatureAppliesNative(t *testing.T) {
+	noFeature := func() error { return errors.New("kernel BTF has no memcg_bpf_ops") }
+	pol, err := mode.Open(context.Background(), mode.Options{Mode: policy.ModeAuto, Probe: noFeature,
+		NativeRecordDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pol.Mode() != policy.ModeNative {
+		t.Fatalf("auto without the feature gave mode %s", pol.Mode())
+	}
+	var announced bytes.Buffer
+	plugin.AnnounceMode(slog.New(slog.NewTextHandler(&announced, nil)), policy.ModeAuto, pol, noFeature())
+	if !strings.Contains(announced.String(), "native fallback") {
+		t.Fatalf("fallback not announced: %s", announced.String())
+	}
+	e := start(t, setup{policy: pol})
+	dir, err := e.tr.Cgroup("/kubepods/low")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "memory.high"), []byte("max\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.tr.Proc(4321, "/kubepods/low"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ctr := &api.Container{Id: "ctr-native", PodSandboxId: "pod-dev", Name: "c", State: api.ContainerState_CONTAINER_CREATED,
+		Pid: 4321, Annotations: map[string]string{"agentcg.priority": "low"}}
+	if err := e.rt.StartContainer(ctx, &api.StartContainerRequest{Pod: pod("dev"), Container: ctr}); err != nil {
+		t.Fatal(err)
+	}
+	read := func() string {
+		b, err := os.ReadFile(filepath.Join(dir, "memory.high"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if got, want := read(), strconv.FormatInt(policy.DefaultConfig().NativeHighBytes, 10); got != want {
+		t.Fatalf("memory.high after StartContainer = %q, want %q", got, want)
+	}
+	if err := e.rt.RemoveContainer(ctx, &api.RemoveContainerRequest{Pod: pod("dev"), Container: ctr}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "max" {
+		t.Fatalf("memory.high after RemoveContainer = %q, want the previous \"max\"", got)
 	}
 }

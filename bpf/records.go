@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agentcg/agentcg/internal/dirlock"
 	"github.com/agentcg/agentcg/internal/jsonfile"
 	"github.com/agentcg/agentcg/policy"
 	"golang.org/x/sys/unix"
@@ -86,20 +87,7 @@ func (r records) all() ([]record, error) {
 
 // lock takes an exclusive flock on the record dir, serialising attach,
 // detach and reconcile across processes (CLI, hook, plugin).
-func (r records) lock() (func(), error) {
-	if err := os.MkdirAll(r.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("record dir: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(r.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock record dir: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
-	}
-	return func() { f.Close() }, nil
-}
+func (r records) lock() (func(), error) { return dirlock.Lock(r.dir) }
 
 // alive reports whether the cgroup of rec still exists as the same cgroup
 // (same path and same id; a recreated directory has a new id).

@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 
+	"github.com/agentcg/agentcg/internal/dirlock"
 	"github.com/agentcg/agentcg/policy"
-	"golang.org/x/sys/unix"
 )
 
 // Container is what a front door (NRI event, OCI state) knows about a container.
@@ -245,21 +244,7 @@ func (e *Enroller) countHigh(except string) (int, error) {
 
 // lockState takes an exclusive flock on the state dir so that concurrent
 // hook processes agree on the high count.
-func (e *Enroller) lockState() (func(), error) {
-	if err := os.MkdirAll(e.cfg.StateDir, 0o755); err != nil {
-		return nil, fmt.Errorf("state dir %s: %w", e.cfg.StateDir, err)
-	}
-	p := filepath.Join(e.cfg.StateDir, ".lock")
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", p, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", p, err)
-	}
-	return func() { f.Close() }, nil
-}
+func (e *Enroller) lockState() (func(), error) { return dirlock.Lock(e.cfg.StateDir) }
 
 // Unenroll detaches whatever Enroll attached for id, using the record so
 // that it works after the cgroup is gone. Unknown ids are not an error.

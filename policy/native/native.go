@@ -18,9 +18,9 @@ import (
 	"sync"
 
 	"github.com/agentcg/agentcg/cgroup"
+	"github.com/agentcg/agentcg/internal/dirlock"
 	"github.com/agentcg/agentcg/internal/jsonfile"
 	"github.com/agentcg/agentcg/policy"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultRecordDir holds one record per attached cgroup.
@@ -279,17 +279,4 @@ func (p *Policy) all() ([]record, error) {
 }
 
 // lock serialises processes (hook, plugin, CLI) on the record dir.
-func (p *Policy) lock() (func(), error) {
-	if err := os.MkdirAll(p.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("record dir: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(p.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", p.dir, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
-	}
-	return func() { f.Close() }, nil
-}
+func (p *Policy) lock() (func(), error) { return dirlock.Lock(p.dir) }

@@ -19,16 +19,22 @@ type Config struct {
 	// as the parent's usage reaches its limit.
 	DelayBaseMs uint32 `json:"delay_base_ms" yaml:"delay_base_ms"`
 	DelayMaxMs  uint32 `json:"delay_max_ms" yaml:"delay_max_ms"`
-	// HighActiveWindowMs: a HIGH cgroup counts as active for this long after
-	// its last page fault. Zero means LOW is throttled whenever the gate is
-	// open, whatever HIGH does.
+	// HighActiveWindowMs and HighGrowthBytes define HIGH activity
+	// (GrowthSignal): a HIGH cgroup is active for HighActiveWindowMs after
+	// its usage grew by HighGrowthBytes within one window. Zero window means
+	// LOW is throttled whenever the gate is open, whatever HIGH does.
 	HighActiveWindowMs uint32 `json:"high_active_window_ms" yaml:"high_active_window_ms"`
+	HighGrowthBytes    uint64 `json:"high_growth_bytes" yaml:"high_growth_bytes"`
 
 	// NativeLowBytes is written to memory.low of HIGH cgroups in native mode.
 	NativeLowBytes int64 `json:"native_low_bytes" yaml:"native_low_bytes"`
 	// NativeHighBytes is written to memory.high of LOW cgroups in native mode.
 	NativeHighBytes int64 `json:"native_high_bytes" yaml:"native_high_bytes"`
 }
+
+// DefaultHighGrowthBytes is the growth within one activity window that makes
+// HIGH active: 8 MiB in 2 s is an agent allocating, not noise.
+const DefaultHighGrowthBytes = 8 << 20
 
 // DefaultPinDir is where links are pinned unless configured otherwise.
 const DefaultPinDir = "/sys/fs/bpf/agentcg"
@@ -41,6 +47,7 @@ func DefaultConfig() Config {
 		DelayBaseMs:        10,
 		DelayMaxMs:         200,
 		HighActiveWindowMs: 2000,
+		HighGrowthBytes:    DefaultHighGrowthBytes,
 		NativeLowBytes:     512 << 20,
 		NativeHighBytes:    256 << 20,
 	}
@@ -60,6 +67,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DelayMaxMs == 0 {
 		c.DelayMaxMs = d.DelayMaxMs
+	}
+	if c.HighGrowthBytes == 0 {
+		c.HighGrowthBytes = d.HighGrowthBytes
 	}
 	if c.NativeLowBytes == 0 {
 		c.NativeLowBytes = d.NativeLowBytes

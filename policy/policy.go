@@ -6,6 +6,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -89,4 +90,21 @@ type Policy interface {
 	Stats(ctx context.Context) (map[uint64]Counters, error)
 	// Close releases the process's resources. Pinned attachments stay.
 	Close() error
+}
+
+// DirAttacher is implemented by policies that can attach to a cgroup
+// directory the caller has already opened and checked. The policy then uses
+// dir's file descriptor for both the cgroup id and the attach, never the
+// path again, so a directory swapped after the caller's checks cannot be
+// attached instead (path is for records and logs only).
+type DirAttacher interface {
+	AttachDir(ctx context.Context, dir *os.File, path string, p Priority) (Link, error)
+}
+
+// TotalsReader is implemented by policies that keep node-wide counters per
+// priority. Unlike Stats, the totals never decrease while the policy's state
+// lives (a container's exit does not take its counts away), so they can be
+// exported as Prometheus counters.
+type TotalsReader interface {
+	Totals(ctx context.Context) (map[Priority]Counters, error)
 }

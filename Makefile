@@ -6,7 +6,7 @@ GO      ?= go
 LDFLAGS := -s -w -X github.com/agentcg/agentcg/internal/version.Version=$(VERSION)
 BINS    := agentcg agentcg-replay agentcg-nri agentcg-hook agentcg-runc
 
-.PHONY: build test check deps vmtest image bench generate experiment clean help
+.PHONY: build test check deps vmtest image images bench generate experiment clean help
 
 help:
 	@echo "make build       static binaries into bin/"
@@ -14,6 +14,7 @@ help:
 	@echo "make test        unit tests only (no root, no VM)"
 	@echo "make vmtest      VM tier: boot the patched kernel in qemu and run the vmtest-tagged tests"
 	@echo "make image       build/agentcg-replay.tar without a Docker daemon (TRACES=dir to bake other traces)"
+	@echo "make images      build/images/: replay, agentcg-nri and pause images, docker-archive and OCI tars"
 	@echo "make bench       replay throughput vs a raw touch loop, parser benchmark"
 	@echo "make generate    rebuild the BPF objects with bpf2go (needs clang)"
 	@echo "make experiment  run the default experiment (VM mode on machines without the patched kernel)"
@@ -35,7 +36,17 @@ vmtest: deps build image
 	scripts/vm/vmtest.sh
 
 image: build
-	$(GO) run ./replayimage/cmd/agentcg-image --binary bin/agentcg-replay --traces $(TRACES) --tag agentcg/replay:$(VERSION) --tag agentcg/replay:latest --out build/agentcg-replay.tar
+	bin/agentcg-image replay --binary bin/agentcg-replay --traces $(TRACES) --out build/agentcg-replay.tar
+
+# Every image as a docker-archive tar (docker load, ctr images import) and an
+# OCI image-layout tar, built without a daemon (replayimage/image).
+images: build
+	@mkdir -p build/images
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o build/images/pause ./scripts/vm/pause
+	bin/agentcg-image replay --binary bin/agentcg-replay --traces $(TRACES) --out build/images/agentcg-replay.tar --oci build/images/agentcg-replay.oci.tar
+	bin/agentcg-image nri --binary bin/agentcg-nri --out build/images/agentcg-nri.tar --oci build/images/agentcg-nri.oci.tar
+	bin/agentcg-image pause --binary build/images/pause --out build/images/agentcg-pause.tar --oci build/images/agentcg-pause.oci.tar
+	@rm -f build/images/pause
 
 bench: build
 	scripts/bench.sh

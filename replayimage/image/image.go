@@ -1,5 +1,7 @@
-// Package image builds the replay image (the static agentcg-replay binary as
-// entrypoint plus baked-in traces) as a docker-loadable tar, without a daemon.
+// Package image builds single-layer "files + entrypoint" OCI images without
+// a container daemon, on go-containerregistry: the replay image (Replay),
+// and through the same Spec the CRI pause image and the agentcg-nri image
+// (cmd/agentcg-image). Builds are reproducible: fixed times, sorted entries.
 package image
 
 import (
@@ -13,60 +15,85 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
-	"github.com/agentcg/agentcg/replayimage/trace"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-)
-
-// Paths inside the image.
-const (
-	BinaryPath = "/agentcg-replay"
-	TracesPath = "/traces"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // epoch stamps every file and the config so that the same inputs give the same image.
 var epoch = time.Unix(0, 0).UTC()
 
-// Options says what goes into the image.
-type Options struct {
-	Binary  string // a static agentcg-replay for linux
-	Traces  string // folder whose sub-folders each hold a resources.json
-	Version string // image label; the tag is separate
+// File is one entry of the image's layer.
+type File struct {
+	Path string // absolute path inside the image
+	Mode int64  // permission bits, e.g. 0o755 (0o1777 for a sticky dir)
+	Dir  bool   // a directory; Data is ignored
+	Data []byte
+	UID  int
+	GID  int
 }
 
-// Build assembles the image. It refuses a dynamically linked binary (the
-// image has no libc) and any trace that agentcg-replay check would reject.
-func Build(opt Options) (v1.Image, error) {
-	bin, err := os.ReadFile(opt.Binary)
-	if err != nil {
-		return nil, err
+// Spec is everything that goes into an image: the files of its one layer
+// and the runtime config.
+type Spec struct {
+	Title       string // org.opencontainers.image.title, also the layer's history
+	Description string
+	Version     string // org.opencontainers.image.version
+	Files       []File
+	Entrypoint  []string
+	Cmd         []string
+	Env         []string // default PATH=/
+	User        string   // "" runs as root; e.g. "65532:65532"
+	WorkingDir  string   // default /
+	Labels      map[string]string
+	// Arch is the GOARCH of the image; "" takes the entrypoint's ELF machine.
+	Arch string
+}
+
+// New assembles the image described by spec.
+func New(spec Spec) (v1.Image, error) {
+	if len(spec.Entrypoint) == 0 {
+		return nil, errors.New("image spec: no entrypoint")
 	}
-	arch, err := staticArch(opt.Binary)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", opt.Binary, err)
+	arch := spec.Arch
+	if arch == "" {
+		var ep *File
+		for i := range spec.Files {
+			if spec.Files[i].Path == spec.Entrypoint[0] {
+				ep = &spec.Files[i]
+			}
+		}
+		if ep == nil {
+			return nil, fmt.Errorf("image spec: entrypoint %s is not among the files and no arch is given", spec.Entrypoint[0])
+		}
+		a, err := elfArch(bytes.NewReader(ep.Data))
+		if err != nil {
+			return nil, fmt.Errorf("entrypoint %s: %w", ep.Path, err)
+		}
+		arch = a
 	}
-	traces, err := collectTraces(opt.Traces)
-	if err != nil {
-		return nil, err
-	}
-	layerTar, err := buildLayer(bin, traces)
+	layerTar, err := buildLayer(spec.Files)
 	if err != nil {
 		return nil, err
 	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	})
+	}, tarball.WithMediaType(types.OCILayer))
 	if err != nil {
 		return nil, fmt.Errorf("layer: %w", err)
 	}
-	img, err := mutate.Append(empty.Image, mutate.Addendum{
+	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
+	img, err := mutate.Append(base, mutate.Addendum{
 		Layer:   layer,
-		History: v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "agentcg-image", Comment: "agentcg-replay and traces"},
+		History: v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "agentcg-image", Comment: spec.Title},
 	})
 	if err != nil {
 		return nil, err
@@ -78,47 +105,168 @@ func Build(opt Options) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", arch
 	cf.Created = v1.Time{Time: epoch}
+	env := spec.Env
+	if env == nil {
+		env = []string{"PATH=/"}
+	}
+	wd := spec.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	labels := map[string]string{}
+	for k, v := range spec.Labels {
+		labels[k] = v
+	}
+	for k, v := range map[string]string{
+		"org.opencontainers.image.title":       spec.Title,
+		"org.opencontainers.image.description": spec.Description,
+		"org.opencontainers.image.version":     spec.Version,
+		"org.opencontainers.image.licenses":    "Apache-2.0",
+	} {
+		if v != "" {
+			labels[k] = v
+		}
+	}
 	cf.Config = v1.Config{
-		Entrypoint: []string{BinaryPath},
-		Cmd:        []string{"--help"}, // as in the Dockerfile
-		Env:        []string{"PATH=/"},
-		WorkingDir: "/",
-		Labels: map[string]string{
-			"org.opencontainers.image.title":       "agentcg-replay",
-			"org.opencontainers.image.description": "Replays AI-agent memory traces as page-exact memory pressure",
-			"org.opencontainers.image.version":     opt.Version,
-		},
+		Entrypoint: spec.Entrypoint,
+		Cmd:        spec.Cmd,
+		Env:        env,
+		User:       spec.User,
+		WorkingDir: wd,
+		Labels:     labels,
 	}
 	return mutate.ConfigFile(img, cf)
 }
 
-// Write saves img under every tag as a tar that `docker load` and
-// `ctr images import` accept.
-func Write(file string, img v1.Image, tags ...string) error {
-	if len(tags) == 0 {
-		return errors.New("no image tag given")
+// StaticBinary reads a statically linked Linux ELF for the image at dest
+// (mode 0755). It refuses a dynamically linked one: the images have no libc.
+func StaticBinary(file, dest string) (File, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return File{}, err
 	}
-	refs := map[name.Reference]v1.Image{}
-	for _, tag := range tags {
-		ref, err := name.NewTag(tag)
-		if err != nil {
-			return fmt.Errorf("tag %q: %w", tag, err)
-		}
-		refs[ref] = img
+	if _, err := elfArch(bytes.NewReader(data)); err != nil {
+		return File{}, fmt.Errorf("%s: %w", file, err)
+	}
+	return File{Path: dest, Mode: 0o755, Data: data}, nil
+}
+
+// Write saves img under every tag as a docker-archive tar, which
+// `docker load` and `ctr images import` accept.
+func Write(file string, img v1.Image, tags ...string) error {
+	refs, err := parseTags(tags)
+	if err != nil {
+		return err
+	}
+	m := map[name.Reference]v1.Image{}
+	for _, ref := range refs {
+		m[ref] = img
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 		return err
 	}
-	if err := tarball.MultiRefWriteToFile(file, refs); err != nil {
+	if err := tarball.MultiRefWriteToFile(file, m); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
 	return nil
 }
 
-// staticArch checks that the binary is a statically linked Linux ELF and
-// returns its GOARCH-style architecture.
-func staticArch(file string) (string, error) {
-	f, err := elf.Open(file)
+// WriteOCI saves img as a tar of an OCI image layout, one index entry per
+// tag (org.opencontainers.image.ref.name): for skopeo, crane, `ctr images
+// import` and docker ≥ 25.
+func WriteOCI(file string, img v1.Image, tags ...string) error {
+	refs, err := parseTags(tags)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "agentcg-oci-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return fmt.Errorf("oci layout: %w", err)
+	}
+	for _, ref := range refs {
+		ann := map[string]string{"org.opencontainers.image.ref.name": ref.Name(), "io.containerd.image.name": ref.Name()}
+		if err := p.AppendImage(img, layout.WithAnnotations(ann)); err != nil {
+			return fmt.Errorf("oci layout %s: %w", ref, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	return tarDir(dir, file)
+}
+
+func parseTags(tags []string) ([]name.Tag, error) {
+	if len(tags) == 0 {
+		return nil, errors.New("no image tag given")
+	}
+	var out []name.Tag
+	for _, t := range tags {
+		ref, err := name.NewTag(t)
+		if err != nil {
+			return nil, fmt.Errorf("tag %q: %w", t, err)
+		}
+		out = append(out, ref)
+	}
+	return out, nil
+}
+
+// tarDir writes the regular files under dir into a tar at file, sorted and
+// with fixed times.
+func tarDir(dir, file string) error {
+	var names []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			rel, err := filepath.Rel(dir, p)
+			if err != nil {
+				return err
+			}
+			names = append(names, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.Sort(names)
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(f)
+	for _, n := range names {
+		data, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			f.Close()
+			return err
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, Mode: 0o644, Size: int64(len(data)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
+			f.Close()
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		if _, err := tw.Write(data); err != nil {
+			f.Close()
+			return fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	return f.Close()
+}
+
+// elfArch checks that r is a statically linked Linux ELF and returns its
+// GOARCH-style architecture.
+func elfArch(r io.ReaderAt) (string, error) {
+	f, err := elf.NewFile(r)
 	if err != nil {
 		return "", err
 	}
@@ -143,88 +291,54 @@ func staticArch(file string) (string, error) {
 	return "", fmt.Errorf("unsupported ELF machine %v", f.Machine)
 }
 
-type traceDir struct {
-	name  string
-	files map[string][]byte // base name -> content
-}
-
-// collectTraces reads every sub-folder of dir that holds a resources.json,
-// validating each, and takes all the JSON files beside it.
-func collectTraces(dir string) ([]traceDir, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
+// buildLayer writes the single layer by hand: crane.Layer would give files
+// mode 0, and we want parent directories, owners and fixed times. Missing
+// parent directories are added with mode 0755.
+func buildLayer(files []File) ([]byte, error) {
+	byPath := map[string]File{}
+	for i, f := range files {
+		p := path.Clean(f.Path)
+		if !path.IsAbs(f.Path) || p == "/" {
+			return nil, fmt.Errorf("file %d: path %q must be absolute and not /", i, f.Path)
+		}
+		if _, dup := byPath[p]; dup {
+			return nil, fmt.Errorf("file %d: path %s given twice", i, p)
+		}
+		f.Path = p
+		byPath[p] = f
 	}
-	var out []traceDir
-	for _, e := range entries {
-		sub := filepath.Join(dir, e.Name())
-		if !e.IsDir() {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(sub, trace.ResourcesFile)); err != nil {
-			continue
-		}
-		if _, err := trace.Load(sub, trace.DefaultOptions()); err != nil {
-			return nil, fmt.Errorf("trace %s: %w", sub, err)
-		}
-		files, err := filepath.Glob(filepath.Join(sub, "*.json"))
-		if err != nil {
-			return nil, err
-		}
-		td := traceDir{name: e.Name(), files: map[string][]byte{}}
-		for _, f := range files {
-			if td.files[filepath.Base(f)], err = os.ReadFile(f); err != nil {
-				return nil, err
+	for p := range byPath {
+		for d := path.Dir(p); d != "/"; d = path.Dir(d) {
+			if f, ok := byPath[d]; ok {
+				if !f.Dir {
+					return nil, fmt.Errorf("path %s: parent %s is a file", p, d)
+				}
+				continue
 			}
+			byPath[d] = File{Path: d, Dir: true, Mode: 0o755}
 		}
-		out = append(out, td)
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no sub-folder holds a %s", dir, trace.ResourcesFile)
+	paths := make([]string, 0, len(byPath))
+	for p := range byPath {
+		paths = append(paths, p)
 	}
-	return out, nil
-}
-
-// buildLayer writes the single layer by hand: crane.Layer would give the
-// binary mode 0, and we also want directories and fixed times.
-func buildLayer(bin []byte, traces []traceDir) ([]byte, error) {
+	slices.Sort(paths)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	dir := func(name string, mode int64) error {
-		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode, ModTime: epoch, Format: tar.FormatPAX})
-	}
-	file := func(name string, mode int64, data []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
-			return err
+	for _, p := range paths {
+		f := byPath[p]
+		h := &tar.Header{Name: strings.TrimPrefix(p, "/"), Mode: f.Mode, Uid: f.UID, Gid: f.GID, ModTime: epoch, Format: tar.FormatPAX}
+		if f.Dir {
+			h.Typeflag, h.Name = tar.TypeDir, h.Name+"/"
+		} else {
+			h.Typeflag, h.Size = tar.TypeReg, int64(len(f.Data))
 		}
-		_, err := tw.Write(data)
-		return err
-	}
-	if err := file(BinaryPath[1:], 0o755, bin); err != nil {
-		return nil, err
-	}
-	// /tmp and /results: somewhere to write --out and --step-log files.
-	for _, d := range []struct {
-		name string
-		mode int64
-	}{{"tmp", 0o1777}, {"results", 0o777}, {TracesPath[1:], 0o755}} {
-		if err := dir(d.name, d.mode); err != nil {
-			return nil, err
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, fmt.Errorf("layer %s: %w", p, err)
 		}
-	}
-	for _, t := range traces {
-		base := path.Join(TracesPath[1:], t.name)
-		if err := dir(base, 0o755); err != nil {
-			return nil, err
-		}
-		names := make([]string, 0, len(t.files))
-		for n := range t.files {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		for _, n := range names {
-			if err := file(path.Join(base, n), 0o644, t.files[n]); err != nil {
-				return nil, err
+		if !f.Dir {
+			if _, err := tw.Write(f.Data); err != nil {
+				return nil, fmt.Errorf("layer %s: %w", p, err)
 			}
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
@@ -192,5 +193,170 @@ func TestBuildRefuses(t *testing.T) {
 		if _, err := Build(tt.opt); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %v, want one containing %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// TestSpecs builds the pause and agentcg-nri images from the same static
+// binary and checks entrypoint, user, parent directories and modes.
+func TestSpecs(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spec  func() (Spec, error)
+		entry string
+		paths map[string]int64 // path in the layer -> mode
+	}{
+		{"pause", func() (Spec, error) { return Pause(replayBin) }, "/pause", map[string]int64{"pause": 0o755}},
+		{"nri", func() (Spec, error) { return NRI(replayBin, "v1") }, "/agentcg-nri", map[string]int64{"agentcg-nri": 0o755, "etc/": 0o755, "etc/agentcg/": 0o755, "tmp/": 0o1777}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec, err := tc.spec()
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := New(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cf, err := img.ConfigFile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cf.Architecture != runtime.GOARCH || cf.Config.Entrypoint[0] != tc.entry || cf.Config.User != "" {
+				t.Errorf("config arch %s entrypoint %v user %q", cf.Architecture, cf.Config.Entrypoint, cf.Config.User)
+			}
+			got := layerModes(t, img)
+			if len(got) != len(tc.paths) {
+				t.Errorf("layer entries %v, want %v", got, tc.paths)
+			}
+			for p, mode := range tc.paths {
+				if got[p] != mode {
+					t.Errorf("%s: mode %o, want %o (layer %v)", p, got[p], mode, got)
+				}
+			}
+		})
+	}
+}
+
+// TestReproducible: the same inputs give the same digest.
+func TestReproducible(t *testing.T) {
+	var digests []string
+	for range 2 {
+		spec, err := NRI(replayBin, "v1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := New(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests = append(digests, d.String())
+	}
+	if digests[0] != digests[1] {
+		t.Errorf("digests differ: %v", digests)
+	}
+}
+
+func TestNewRefuses(t *testing.T) {
+	bin, err := StaticBinary(replayBin, "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		want string
+	}{
+		{"no entrypoint", Spec{Files: []File{bin}}, "no entrypoint"},
+		{"entrypoint missing", Spec{Files: []File{bin}, Entrypoint: []string{"/y"}}, "/y is not among the files"},
+		{"relative path", Spec{Files: []File{bin, {Path: "rel", Data: []byte("x")}}, Entrypoint: []string{"/x"}}, `file 1: path "rel"`},
+		{"duplicate", Spec{Files: []File{bin, bin}, Entrypoint: []string{"/x"}}, "given twice"},
+		{"file as parent", Spec{Files: []File{bin, {Path: "/x/y", Data: []byte("y")}}, Entrypoint: []string{"/x"}}, "parent /x is a file"},
+	} {
+		if _, err := New(tc.spec); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestWriteOCI reads the OCI layout tar back: an index whose manifest
+// carries the ref name, and the same image digest.
+func TestWriteOCI(t *testing.T) {
+	spec, err := Pause(replayBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "pause.oci.tar")
+	if err := WriteOCI(file, img, "docker.io/agentcg/pause:1"); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	top := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		top[h.Name], _ = io.ReadAll(tr)
+	}
+	if _, ok := top["oci-layout"]; !ok {
+		t.Fatalf("no oci-layout file among %d entries", len(top))
+	}
+	var index struct {
+		Manifests []struct {
+			Digest      string
+			Annotations map[string]string
+		}
+	}
+	if err := json.Unmarshal(top["index.json"], &index); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	if len(index.Manifests) != 1 || index.Manifests[0].Digest != d.String() ||
+		index.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != "index.docker.io/agentcg/pause:1" {
+		t.Fatalf("index %+v, want digest %s", index, d)
+	}
+	if err := WriteOCI(file, img); err == nil {
+		t.Error("WriteOCI without tags succeeded")
+	}
+}
+
+func layerModes(t *testing.T, img v1.Image) map[string]int64 {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers %d, %v", len(layers), err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	out := map[string]int64{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[h.Name] = h.Mode
 	}
 }

@@ -25,7 +25,7 @@ packages=$(grep -v '^#' "$here/packages.txt" | grep . | paste -sd, -)
 basekey=$(printf '%s\n' "$suite" "$mirror" "$packages" | sha256sum | cut -c1-16)
 key=$( {
 	printf '%s\n' "$basekey" "$crictl_version"
-	cd "$here" && cat build-rootfs.sh packages.txt guest/vminit guest/config.toml guest/daemon.json guest/crictl.yaml guest/10-agentcg.conflist pause/main.go pauseimage/main.go
+	cd "$here" && cat build-rootfs.sh packages.txt guest/vminit guest/config.toml guest/daemon.json guest/crictl.yaml guest/10-agentcg.conflist pause/main.go pauseimage/main.go ../../replayimage/image/image.go ../../replayimage/image/specs.go
 } | sha256sum | cut -c1-16)
 img=$cache/rootfs-$key.img
 

@@ -3,11 +3,14 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io"
 	"os"
+	"os/exec"
+	"runtime"
 	"path/filepath"
 	"testing"
 )
@@ -18,8 +21,10 @@ import (
 func TestArchive(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "pause")
-	if err := os.WriteFile(bin, []byte("\x7fELF fake"), 0o755); err != nil {
-		t.Fatal(err)
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "../pause")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build pause: %v\n%s", err, b)
 	}
 	out := filepath.Join(dir, "pause.tar")
 	if err := run(bin, "docker.io/agentcg/pause:1", out); err != nil {
@@ -38,8 +43,9 @@ func TestArchive(t *testing.T) {
 		t.Fatalf("manifest = %+v", manifest)
 	}
 	var cfg struct {
-		Architecture, OS string
-		Config           struct{ Entrypoint []string }
+		Architecture string `json:"architecture"`
+		OS           string `json:"os"`
+		Config       struct{ Entrypoint []string }
 		RootFS           struct {
 			DiffIDs []string `json:"diff_ids"`
 		} `json:"rootfs"`
@@ -47,12 +53,20 @@ func TestArchive(t *testing.T) {
 	if err := json.Unmarshal(files[manifest[0].Config], &cfg); err != nil {
 		t.Fatal(err)
 	}
-	layer := files[manifest[0].Layers[0]]
+	// The archive stores the layer gzipped; the diff_id is of the tar inside.
+	zr, err := gzip.NewReader(bytes.NewReader(files[manifest[0].Layers[0]]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	sum := sha256.Sum256(layer)
 	if len(cfg.RootFS.DiffIDs) != 1 || cfg.RootFS.DiffIDs[0] != "sha256:"+hex.EncodeToString(sum[:]) {
 		t.Errorf("diff_ids %v do not match the layer digest", cfg.RootFS.DiffIDs)
 	}
-	if cfg.OS != "linux" || cfg.Architecture != "amd64" || len(cfg.Config.Entrypoint) != 1 || cfg.Config.Entrypoint[0] != "/pause" {
+	if cfg.OS != "linux" || cfg.Architecture != runtime.GOARCH || len(cfg.Config.Entrypoint) != 1 || cfg.Config.Entrypoint[0] != "/pause" {
 		t.Errorf("config = %+v", cfg)
 	}
 	tr := tar.NewReader(bytes.NewReader(layer))

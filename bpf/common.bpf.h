@@ -43,6 +43,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } agentcg_ctrs SEC(".maps");
 
+/* AGENTCG_PRIO_* -> the counters of every cgroup of that priority, summed
+ * per CPU. Never reduced by Detach or LRU eviction: node-wide totals that
+ * only grow while the pinned maps live (policy.TotalsReader). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, struct agentcg_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} agentcg_totals SEC(".maps");
+
 /* [0] = bpf_ktime_get_ns() of the last page fault in any HIGH cgroup. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -69,6 +80,12 @@ static __always_inline struct agentcg_counters *counters_of(__u64 id)
 		return c;
 	bpf_map_update_elem(&agentcg_ctrs, &id, &zero, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&agentcg_ctrs, &id);
+}
+
+/* This CPU's totals of priority prio (AGENTCG_PRIO_*). */
+static __always_inline struct agentcg_counters *totals_of(__u32 prio)
+{
+	return bpf_map_lookup_elem(&agentcg_totals, &prio);
 }
 
 #endif

@@ -11,10 +11,15 @@ SEC("struct_ops/below_low")
 bool BPF_PROG(high_below_low, struct mem_cgroup *memcg)
 {
 	struct agentcg_counters *c = counters_of(memcg_cgroup_id(memcg));
+	struct agentcg_counters *t = totals_of(AGENTCG_PRIO_HIGH);
 
 	if (c) {
 		__sync_fetch_and_add(&c->below_low_calls, 1);
 		__sync_fetch_and_add(&c->below_low_true, 1);
+	}
+	if (t) {
+		__sync_fetch_and_add(&t->below_low_calls, 1);
+		__sync_fetch_and_add(&t->below_low_true, 1);
 	}
 	/* The kernel still reclaims a "protected" cgroup in its second pass
 	 * when nothing else is reclaimable, so this cannot cause an OOM that

@@ -30,6 +30,7 @@ const (
 	highMapAgentcgCtrs   = "agentcg_ctrs"
 	highMapAgentcgPrio   = "agentcg_prio"
 	highMapAgentcgState  = "agentcg_state"
+	highMapAgentcgTotals = "agentcg_totals"
 	highMapHighOps       = "high_ops"
 	highProgHighActivity = "high_activity"
 	highProgHighBelowLow = "high_below_low"
@@ -87,10 +88,11 @@ type highProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type highMapSpecs struct {
-	AgentcgCtrs  *ebpf.MapSpec `ebpf:"agentcg_ctrs"`
-	AgentcgPrio  *ebpf.MapSpec `ebpf:"agentcg_prio"`
-	AgentcgState *ebpf.MapSpec `ebpf:"agentcg_state"`
-	HighOps      *ebpf.MapSpec `ebpf:"high_ops"`
+	AgentcgCtrs   *ebpf.MapSpec `ebpf:"agentcg_ctrs"`
+	AgentcgPrio   *ebpf.MapSpec `ebpf:"agentcg_prio"`
+	AgentcgState  *ebpf.MapSpec `ebpf:"agentcg_state"`
+	AgentcgTotals *ebpf.MapSpec `ebpf:"agentcg_totals"`
+	HighOps       *ebpf.MapSpec `ebpf:"high_ops"`
 }
 
 // highVariableSpecs contains global variables before they are loaded into the kernel.
@@ -119,10 +121,11 @@ func (o *highObjects) Close() error {
 //
 // It can be passed to loadHighObjects or ebpf.CollectionSpec.LoadAndAssign.
 type highMaps struct {
-	AgentcgCtrs  *ebpf.Map `ebpf:"agentcg_ctrs"`
-	AgentcgPrio  *ebpf.Map `ebpf:"agentcg_prio"`
-	AgentcgState *ebpf.Map `ebpf:"agentcg_state"`
-	HighOps      *ebpf.Map `ebpf:"high_ops"`
+	AgentcgCtrs   *ebpf.Map `ebpf:"agentcg_ctrs"`
+	AgentcgPrio   *ebpf.Map `ebpf:"agentcg_prio"`
+	AgentcgState  *ebpf.Map `ebpf:"agentcg_state"`
+	AgentcgTotals *ebpf.Map `ebpf:"agentcg_totals"`
+	HighOps       *ebpf.Map `ebpf:"high_ops"`
 }
 
 func (m *highMaps) Close() error {
@@ -130,6 +133,7 @@ func (m *highMaps) Close() error {
 		m.AgentcgCtrs,
 		m.AgentcgPrio,
 		m.AgentcgState,
+		m.AgentcgTotals,
 		m.HighOps,
 	)
 }

@@ -73,15 +73,22 @@ SEC("struct_ops/get_high_delay_ms")
 unsigned int BPF_PROG(low_delay, struct mem_cgroup *memcg)
 {
 	struct agentcg_counters *c = counters_of(memcg_cgroup_id(memcg));
+	struct agentcg_counters *t = totals_of(AGENTCG_PRIO_LOW);
 	__u32 d = 0;
 
 	if (c)
 		__sync_fetch_and_add(&c->delay_calls, 1);
+	if (t)
+		__sync_fetch_and_add(&t->delay_calls, 1);
 	if (high_active())
 		d = delay_for(parent_pressure_pm(memcg));
 	if (d && c) {
 		__sync_fetch_and_add(&c->delay_nonzero, 1);
 		__sync_fetch_and_add(&c->delay_total_ms, d);
+	}
+	if (d && t) {
+		__sync_fetch_and_add(&t->delay_nonzero, 1);
+		__sync_fetch_and_add(&t->delay_total_ms, d);
 	}
 	return d;
 }

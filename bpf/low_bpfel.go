@@ -16,15 +16,16 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lowMapAgentcgCtrs  = "agentcg_ctrs"
-	lowMapAgentcgPrio  = "agentcg_prio"
-	lowMapAgentcgState = "agentcg_state"
-	lowMapLowOps       = "low_ops"
-	lowProgLowDelay    = "low_delay"
-	lowVarDelayBaseMs  = "delay_base_ms"
-	lowVarDelayMaxMs   = "delay_max_ms"
-	lowVarGatePct      = "gate_pct"
-	lowVarHighWindowNs = "high_window_ns"
+	lowMapAgentcgCtrs   = "agentcg_ctrs"
+	lowMapAgentcgPrio   = "agentcg_prio"
+	lowMapAgentcgState  = "agentcg_state"
+	lowMapAgentcgTotals = "agentcg_totals"
+	lowMapLowOps        = "low_ops"
+	lowProgLowDelay     = "low_delay"
+	lowVarDelayBaseMs   = "delay_base_ms"
+	lowVarDelayMaxMs    = "delay_max_ms"
+	lowVarGatePct       = "gate_pct"
+	lowVarHighWindowNs  = "high_window_ns"
 )
 
 // loadLow returns the embedded CollectionSpec for low.
@@ -76,10 +77,11 @@ type lowProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lowMapSpecs struct {
-	AgentcgCtrs  *ebpf.MapSpec `ebpf:"agentcg_ctrs"`
-	AgentcgPrio  *ebpf.MapSpec `ebpf:"agentcg_prio"`
-	AgentcgState *ebpf.MapSpec `ebpf:"agentcg_state"`
-	LowOps       *ebpf.MapSpec `ebpf:"low_ops"`
+	AgentcgCtrs   *ebpf.MapSpec `ebpf:"agentcg_ctrs"`
+	AgentcgPrio   *ebpf.MapSpec `ebpf:"agentcg_prio"`
+	AgentcgState  *ebpf.MapSpec `ebpf:"agentcg_state"`
+	AgentcgTotals *ebpf.MapSpec `ebpf:"agentcg_totals"`
+	LowOps        *ebpf.MapSpec `ebpf:"low_ops"`
 }
 
 // lowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -112,10 +114,11 @@ func (o *lowObjects) Close() error {
 //
 // It can be passed to loadLowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lowMaps struct {
-	AgentcgCtrs  *ebpf.Map `ebpf:"agentcg_ctrs"`
-	AgentcgPrio  *ebpf.Map `ebpf:"agentcg_prio"`
-	AgentcgState *ebpf.Map `ebpf:"agentcg_state"`
-	LowOps       *ebpf.Map `ebpf:"low_ops"`
+	AgentcgCtrs   *ebpf.Map `ebpf:"agentcg_ctrs"`
+	AgentcgPrio   *ebpf.Map `ebpf:"agentcg_prio"`
+	AgentcgState  *ebpf.Map `ebpf:"agentcg_state"`
+	AgentcgTotals *ebpf.Map `ebpf:"agentcg_totals"`
+	LowOps        *ebpf.Map `ebpf:"low_ops"`
 }
 
 func (m *lowMaps) Close() error {
@@ -123,6 +126,7 @@ func (m *lowMaps) Close() error {
 		m.AgentcgCtrs,
 		m.AgentcgPrio,
 		m.AgentcgState,
+		m.AgentcgTotals,
 		m.LowOps,
 	)
 }

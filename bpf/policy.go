@@ -33,13 +33,14 @@ const (
 
 // Names under Config.PinDir.
 const (
-	mapsSubdir   = "maps"          // maps pinned by name, shared by every process
-	linksSubdir  = "links"         // one struct_ops link per cgroup: cg-<id>
-	activityPin  = "high_activity" // the tp_btf link feeding agentcg_state
-	pinPrefix    = "cg-"
-	ctrsMapName  = "agentcg_ctrs"
-	prioMapName  = "agentcg_prio"
-	stateMapName = "agentcg_state"
+	mapsSubdir    = "maps"          // maps pinned by name, shared by every process
+	linksSubdir   = "links"         // one struct_ops link per cgroup: cg-<id>
+	activityPin   = "high_activity" // the tp_btf link feeding agentcg_state
+	pinPrefix     = "cg-"
+	ctrsMapName   = "agentcg_ctrs"
+	prioMapName   = "agentcg_prio"
+	stateMapName  = "agentcg_state"
+	totalsMapName = "agentcg_totals"
 )
 
 // Options configure a Policy.
@@ -61,7 +62,11 @@ type Policy struct {
 	objs *objects // nil until the first Attach
 }
 
-var _ policy.Policy = (*Policy)(nil)
+var (
+	_ policy.Policy       = (*Policy)(nil)
+	_ policy.DirAttacher  = (*Policy)(nil)
+	_ policy.TotalsReader = (*Policy)(nil)
+)
 
 // objects are the loaded high and low collections; both use the same
 // (pinned) priority, counter and state maps.
@@ -161,9 +166,10 @@ func (p *Policy) ensureLoaded() (*objects, error) {
 		Maps: mapOpts,
 		// The same maps as the high object, whatever the pins say.
 		MapReplacements: map[string]*ebpf.Map{
-			prioMapName:  o.high.AgentcgPrio,
-			ctrsMapName:  o.high.AgentcgCtrs,
-			stateMapName: o.high.AgentcgState,
+			prioMapName:   o.high.AgentcgPrio,
+			ctrsMapName:   o.high.AgentcgCtrs,
+			stateMapName:  o.high.AgentcgState,
+			totalsMapName: o.high.AgentcgTotals,
 		},
 	})
 	if err != nil {
@@ -192,9 +198,27 @@ func (p *Policy) ensureActivity(o *objects) error {
 	return nil
 }
 
-// Attach implements policy.Policy: it pins one struct_ops link of the
-// priority's ops to the cgroup at dir under PinDir/links/cg-<id>.
+// Attach implements policy.Policy: it opens dir and attaches through it
+// (AttachDir).
 func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (policy.Link, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return policy.Link{}, err
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s ops: open cgroup: %w", prio, err)
+	}
+	defer f.Close()
+	return p.AttachDir(ctx, f, abs, prio)
+}
+
+// AttachDir implements policy.DirAttacher: it pins one struct_ops link of
+// the priority's ops to the cgroup open as dir, under PinDir/links/cg-<id>.
+// The cgroup id (the directory's inode), the memory-controller check and
+// BPF_LINK_CREATE all use dir's descriptor; path only goes into the record
+// and messages.
+func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio policy.Priority) (policy.Link, error) {
 	var ops func(*objects) *ebpf.Map
 	var val uint32
 	switch prio {
@@ -203,20 +227,17 @@ func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (
 	case policy.Low:
 		ops, val = func(o *objects) *ebpf.Map { return o.low.LowOps }, prioLow
 	default:
-		return policy.Link{}, fmt.Errorf("attach %s: %w", dir, errInvalidPriority(prio))
+		return policy.Link{}, fmt.Errorf("attach %s: %w", path, errInvalidPriority(prio))
 	}
-	dir, err := filepath.Abs(dir)
+	path = filepath.Clean(path)
+	id, err := cgroupDirID(dir)
 	if err != nil {
-		return policy.Link{}, err
-	}
-	id, err := cgroup.ID(dir)
-	if err != nil {
-		return policy.Link{}, fmt.Errorf("attach %s ops: %w", prio, err)
+		return policy.Link{}, fmt.Errorf("attach %s ops to %s: %w", prio, path, err)
 	}
 	// Without its own memcg the kernel resolves the cgroup to the nearest
 	// ancestor's memcg and would attach the ops there, to a whole subtree.
-	if _, err := os.Stat(filepath.Join(dir, "memory.current")); err != nil {
-		return policy.Link{}, fmt.Errorf("attach %s ops to %s: no memory controller (enable +memory in the parent's cgroup.subtree_control): %w", prio, dir, err)
+	if err := unix.Faccessat(int(dir.Fd()), "memory.current", unix.F_OK, 0); err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s ops to %s: no memory controller (enable +memory in the parent's cgroup.subtree_control): memory.current: %w", prio, path, err)
 	}
 	unlock, err := p.recs.lock()
 	if err != nil {
@@ -230,7 +251,7 @@ func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (
 		p.log.Warn("reconcile before attach", "err", err)
 	}
 	pin := p.pinPath(id)
-	rec := record{CgroupID: id, CgroupPath: dir, Priority: prio, PinPath: pin}
+	rec := record{CgroupID: id, CgroupPath: path, Priority: prio, PinPath: pin}
 	if old, ok := p.findLocked(id); ok {
 		if old.Priority == prio && pinned(pin) {
 			return p.linkOf(old, false), nil
@@ -249,9 +270,9 @@ func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (
 		}
 	}
 	if err := o.high.AgentcgPrio.Put(id, val); err != nil {
-		return policy.Link{}, fmt.Errorf("attach %s: set priority of cgroup %d: %w", dir, id, err)
+		return policy.Link{}, fmt.Errorf("attach %s: set priority of cgroup %d: %w", path, id, err)
 	}
-	l, err := attachToCgroup(ops(o), dir)
+	l, err := attachToCgroup(ops(o), dir, path)
 	if err != nil {
 		o.high.AgentcgPrio.Delete(id)
 		return policy.Link{}, fmt.Errorf("attach %s ops: %w", prio, err)
@@ -259,18 +280,18 @@ func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (
 	defer l.Close() // the pin keeps the link
 	if err := os.MkdirAll(p.linksDir(), 0o755); err != nil {
 		o.high.AgentcgPrio.Delete(id)
-		return policy.Link{}, fmt.Errorf("attach %s: %w", dir, err)
+		return policy.Link{}, fmt.Errorf("attach %s: %w", path, err)
 	}
 	if err := l.Pin(pin); err != nil {
 		o.high.AgentcgPrio.Delete(id)
-		return policy.Link{}, fmt.Errorf("attach %s: pin %s: %w", dir, pin, err)
+		return policy.Link{}, fmt.Errorf("attach %s: pin %s: %w", path, pin, err)
 	}
 	if err := p.recs.put(rec); err != nil {
 		os.Remove(pin)
 		o.high.AgentcgPrio.Delete(id)
 		return policy.Link{}, err
 	}
-	p.log.Debug("attached", "cgroup", dir, "id", id, "priority", prio, "pin", pin)
+	p.log.Debug("attached", "cgroup", path, "id", id, "priority", prio, "pin", pin)
 	return p.linkOf(rec, false), nil
 }
 
@@ -514,15 +535,55 @@ func (p *Policy) Stats(ctx context.Context) (map[uint64]policy.Counters, error) 
 	var c highAgentcgCounters
 	it := m.Iterate()
 	for it.Next(&id, &c) {
-		out[id] = policy.Counters{
-			DelayCalls: c.DelayCalls, DelayNonZero: c.DelayNonzero, DelayTotalMs: c.DelayTotalMs,
-			BelowLowCalls: c.BelowLowCalls, BelowLowTrue: c.BelowLowTrue, BelowMinTrue: c.BelowMinTrue,
-		}
+		out[id] = countersOf(c)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read counters: %w", err)
 	}
 	return out, nil
+}
+
+// Totals implements policy.TotalsReader: the counters of every cgroup each
+// priority's programs ran for, summed since the shared maps were created.
+// Detach and counter eviction never reduce them; DetachAll (which removes
+// the maps) starts them again from zero. Both priorities are always present.
+func (p *Policy) Totals(ctx context.Context) (map[policy.Priority]policy.Counters, error) {
+	out := map[policy.Priority]policy.Counters{policy.High: {}, policy.Low: {}}
+	m, err := p.pinnedMap(totalsMapName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open totals map: %w", err)
+	}
+	defer m.Close()
+	for prio, key := range map[policy.Priority]uint32{policy.High: prioHigh, policy.Low: prioLow} {
+		var perCPU []highAgentcgCounters
+		if err := m.Lookup(key, &perCPU); err != nil {
+			return nil, fmt.Errorf("read %s totals: %w", prio, err)
+		}
+		var c policy.Counters
+		for _, v := range perCPU {
+			c = addCounters(c, countersOf(v))
+		}
+		out[prio] = c
+	}
+	return out, nil
+}
+
+func countersOf(c highAgentcgCounters) policy.Counters {
+	return policy.Counters{
+		DelayCalls: c.DelayCalls, DelayNonZero: c.DelayNonzero, DelayTotalMs: c.DelayTotalMs,
+		BelowLowCalls: c.BelowLowCalls, BelowLowTrue: c.BelowLowTrue, BelowMinTrue: c.BelowMinTrue,
+	}
+}
+
+func addCounters(a, b policy.Counters) policy.Counters {
+	return policy.Counters{
+		DelayCalls: a.DelayCalls + b.DelayCalls, DelayNonZero: a.DelayNonZero + b.DelayNonZero,
+		DelayTotalMs: a.DelayTotalMs + b.DelayTotalMs, BelowLowCalls: a.BelowLowCalls + b.BelowLowCalls,
+		BelowLowTrue: a.BelowLowTrue + b.BelowLowTrue, BelowMinTrue: a.BelowMinTrue + b.BelowMinTrue,
+	}
 }
 
 // Close releases this process's objects; pinned links stay attached.

@@ -198,3 +198,96 @@ func TestPreload(t *testing.T) {
 		t.Fatalf("priority map not pinned after Preload: %v", err)
 	}
 }
+
+// TestTotalsOutliveDetach: the per-priority totals match the per-cgroup
+// counters while nothing is evicted, and neither Detach nor removing the
+// cgroup takes anything off them.
+func TestTotalsOutliveDetach(t *testing.T) {
+	vmtest.Require(t)
+	ctx := context.Background()
+	p := newPolicy(t, policy.DefaultConfig())
+	parent := cg(t, filepath.Join(cgRoot, "agentcg-totals"))
+	l := cg(t, filepath.Join(parent, "low"))
+	if _, err := p.Attach(ctx, l, policy.Low); err != nil {
+		t.Fatal(err)
+	}
+	timed(t, l, "alloc", 8, 1)
+	tot, err := p.Totals(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := p.Stats(ctx)
+	lid, _ := cgroup.ID(l)
+	t.Logf("totals %+v; LOW cgroup %+v", tot, st[lid])
+	if tot[policy.Low].DelayCalls == 0 || tot[policy.Low] != st[lid] {
+		t.Errorf("LOW totals %+v, want the LOW cgroup's non-zero counters %+v", tot[policy.Low], st[lid])
+	}
+	if tot[policy.High] != (policy.Counters{}) {
+		t.Errorf("HIGH totals %+v without a HIGH cgroup", tot[policy.High])
+	}
+	if err := p.Detach(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	rmCgroup(l)
+	after, err := p.Totals(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after[policy.Low] != tot[policy.Low] {
+		t.Errorf("LOW totals after detach and rmdir %+v, want %+v", after[policy.Low], tot[policy.Low])
+	}
+}
+
+// TestAttachDirUsesTheOpenedCgroup: cgroup v2 refuses rename, so the swap
+// is rmdir + mkdir at the same path after the caller opened the directory.
+// The attach goes to the opened (now removed) cgroup or fails; the new
+// cgroup at the path never gets the ops.
+func TestAttachDirUsesTheOpenedCgroup(t *testing.T) {
+	vmtest.Require(t)
+	ctx := context.Background()
+	p := newPolicy(t, policy.DefaultConfig())
+	parent := cg(t, filepath.Join(cgRoot, "agentcg-attachdir"))
+	a := cg(t, filepath.Join(parent, "a"))
+	f, err := os.Open(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	oldID, _ := cgroup.ID(a)
+	if err := os.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	cg(t, a) // the swapped-in cgroup at the same path
+	newID, _ := cgroup.ID(a)
+	l, err := p.AttachDir(ctx, f, a, policy.Low)
+	t.Logf("AttachDir on the removed cgroup %d (path now cgroup %d): %+v, %v", oldID, newID, l, err)
+	if err == nil && l.CgroupID != oldID {
+		t.Fatalf("link on cgroup %d, want the opened cgroup %d or an error", l.CgroupID, oldID)
+	}
+	timed(t, a, "alloc", 8, 1)
+	st, _ := p.Stats(ctx)
+	links, _ := p.List(ctx)
+	for _, k := range links {
+		if k.CgroupID == newID {
+			t.Errorf("the swapped-in cgroup got a link: %+v", k)
+		}
+	}
+	if st[newID].DelayCalls != 0 {
+		t.Errorf("get_high_delay_ms ran for the swapped-in cgroup: %+v", st[newID])
+	}
+	// The same descriptor flow on a live cgroup attaches it.
+	b := cg(t, filepath.Join(parent, "b"))
+	fb, err := os.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	bid, _ := cgroup.ID(b)
+	if l, err := p.AttachDir(ctx, fb, b, policy.Low); err != nil || l.CgroupID != bid || l.CgroupPath != b {
+		t.Fatalf("AttachDir on a live cgroup: %+v, %v", l, err)
+	}
+	timed(t, b, "alloc", 8, 1)
+	if st, _ := p.Stats(ctx); st[bid].DelayCalls == 0 {
+		t.Errorf("no get_high_delay_ms calls for the attached cgroup: %+v", st[bid])
+	}
+}

@@ -1,7 +1,9 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"unsafe"
 
@@ -24,28 +26,24 @@ type linkCreateCgroupAttr struct {
 	_                [32]byte
 }
 
-// attachToCgroup creates a struct_ops link of ops to the cgroup at dir.
-func attachToCgroup(ops *ebpf.Map, dir string) (link.Link, error) {
-	cg, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open cgroup %s: %w", dir, err)
-	}
-	defer unix.Close(cg)
-
+// attachToCgroup creates a struct_ops link of ops to the cgroup open as dir
+// (path is for messages only).
+func attachToCgroup(ops *ebpf.Map, dir *os.File, path string) (link.Link, error) {
 	attr := linkCreateCgroupAttr{
 		mapFd:      uint32(ops.FD()),
 		attachType: unix.BPF_STRUCT_OPS,
-		relativeFd: uint32(cg),
+		relativeFd: uint32(dir.Fd()),
 	}
 	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_LINK_CREATE, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
 	runtime.KeepAlive(ops)
+	runtime.KeepAlive(dir)
 	if errno != 0 {
-		return nil, fmt.Errorf("BPF_LINK_CREATE %s to cgroup %s: %w", ops, dir, errno)
+		return nil, fmt.Errorf("BPF_LINK_CREATE %s to cgroup %s: %w", ops, path, errno)
 	}
 	l, err := link.NewFromFD(int(fd))
 	if err != nil {
 		unix.Close(int(fd))
-		return nil, fmt.Errorf("wrap link of cgroup %s: %w", dir, err)
+		return nil, fmt.Errorf("wrap link of cgroup %s: %w", path, err)
 	}
 	return l, nil
 }
@@ -66,4 +64,24 @@ func LinkIDs() ([]uint32, error) {
 		ids = append(ids, attr.next)
 		attr.start = attr.next
 	}
+}
+
+// cgroupDirID returns the cgroup id of an open cgroup v2 directory: its
+// inode number (the kernfs node id the kernel reports as cgroup id).
+func cgroupDirID(dir *os.File) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(dir.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("fstat: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return 0, errors.New("not a directory")
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(dir.Fd()), &fs); err != nil {
+		return 0, fmt.Errorf("fstatfs: %w", err)
+	}
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return 0, fmt.Errorf("not on cgroup2 (filesystem magic %#x)", fs.Type)
+	}
+	return st.Ino, nil
 }

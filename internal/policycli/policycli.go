@@ -235,6 +235,9 @@ type Status struct {
 	BPFAvailable   bool          `json:"bpf_available"`
 	Links          []LinkStatus  `json:"links"`
 	RemovedOrphans []policy.Link `json:"removed_orphans"`
+	// Totals are the node-wide counters per priority (bpf mode): they never
+	// drop when a container goes, unlike the per-link counters.
+	Totals map[policy.Priority]policy.Counters `json:"totals,omitempty"`
 }
 
 // LinkStatus is one attachment with its counters (zero in native mode).
@@ -277,6 +280,11 @@ func statusCmd() *cobra.Command {
 				for _, l := range links {
 					st.Links = append(st.Links, LinkStatus{Link: l, Counters: ctrs[l.CgroupID]})
 				}
+				if tr, ok := p.(policy.TotalsReader); ok {
+					if st.Totals, err = tr.Totals(ctx); err != nil {
+						return err
+					}
+				}
 			}
 			sort.Slice(st.Links, func(i, j int) bool { return st.Links[i].CgroupID < st.Links[j].CgroupID })
 			out := cmd.OutOrStdout()
@@ -304,6 +312,12 @@ func printStatus(w io.Writer, st Status) error {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", l.CgroupID, l.Priority, l.Mode,
 			c.DelayCalls, c.DelayNonZero, c.DelayTotalMs, c.BelowLowCalls, c.BelowLowTrue, c.BelowMinTrue, path)
+	}
+	for _, prio := range policy.Priorities {
+		if c, ok := st.Totals[prio]; ok {
+			fmt.Fprintf(tw, "total\t%s\tbpf\t%d\t%d\t%d\t%d\t%d\t%d\t(all cgroups since the maps were created)\n", prio,
+				c.DelayCalls, c.DelayNonZero, c.DelayTotalMs, c.BelowLowCalls, c.BelowLowTrue, c.BelowMinTrue)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err

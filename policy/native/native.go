@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/agentcg/agentcg/internal/dirlock"
 	"github.com/agentcg/agentcg/internal/jsonfile"
 	"github.com/agentcg/agentcg/policy"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultRecordDir holds one record per attached cgroup.
@@ -39,7 +41,10 @@ type Policy struct {
 	mu  sync.Mutex
 }
 
-var _ policy.Policy = (*Policy)(nil)
+var (
+	_ policy.Policy      = (*Policy)(nil)
+	_ policy.DirAttacher = (*Policy)(nil)
+)
 
 // record is RecordDir/<cgroup id>.json.
 type record struct {
@@ -81,20 +86,40 @@ func (p *Policy) path(id uint64) string {
 	return filepath.Join(p.dir, strconv.FormatUint(id, 10)+".json")
 }
 
-// Attach implements policy.Policy.
+// Attach implements policy.Policy: it opens dir and attaches through it
+// (AttachDir).
 func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (policy.Link, error) {
-	file, value, err := p.setting(prio)
-	if err != nil {
-		return policy.Link{}, fmt.Errorf("attach %s: %w", dir, err)
-	}
-	dir, err = filepath.Abs(dir)
+	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return policy.Link{}, err
 	}
-	id, err := cgroup.ID(dir)
+	f, err := os.Open(abs)
 	if err != nil {
-		return policy.Link{}, fmt.Errorf("attach %s: %w", prio, err)
+		return policy.Link{}, fmt.Errorf("attach %s: open cgroup: %w", prio, err)
 	}
+	defer f.Close()
+	return p.AttachDir(ctx, f, abs, prio)
+}
+
+// AttachDir implements policy.DirAttacher: the cgroup id is the inode of
+// dir and memory.low/memory.high are opened relative to dir, so the files
+// written belong to the directory the caller opened, whatever path names
+// now. path goes into the record (Detach restores through it while the
+// cgroup with the recorded id is still there).
+func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio policy.Priority) (policy.Link, error) {
+	file, value, err := p.setting(prio)
+	if err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s: %w", path, err)
+	}
+	path = filepath.Clean(path)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(dir.Fd()), &st); err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s to %s: fstat: %w", prio, path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return policy.Link{}, fmt.Errorf("attach %s to %s: not a directory", prio, path)
+	}
+	id := st.Ino
 	unlock, err := p.lock()
 	if err != nil {
 		return policy.Link{}, err
@@ -110,20 +135,55 @@ func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (
 			return policy.Link{}, err
 		}
 	}
-	prev, err := cgroup.Read(dir, file)
+	prev, err := readAt(dir, file)
 	if err != nil {
-		return policy.Link{}, fmt.Errorf("attach %s: %w", prio, err)
+		return policy.Link{}, fmt.Errorf("attach %s to %s: %w", prio, path, err)
 	}
-	rec := record{CgroupID: id, CgroupPath: dir, Priority: prio, File: file, Previous: prev}
+	rec := record{CgroupID: id, CgroupPath: path, Priority: prio, File: file, Previous: prev}
 	// Record first: a crash between the two steps still restores.
 	if err := p.write(rec); err != nil {
 		return policy.Link{}, err
 	}
-	if err := cgroup.Write(dir, file, value); err != nil {
+	if err := writeAt(dir, file, value); err != nil {
 		os.Remove(p.path(id))
-		return policy.Link{}, fmt.Errorf("attach %s: %w", prio, err)
+		return policy.Link{}, fmt.Errorf("attach %s to %s: %w", prio, path, err)
 	}
 	return linkOf(rec, false), nil
+}
+
+// readAt returns the trimmed content of the interface file name in dir.
+func readAt(dir *os.File, name string) (string, error) {
+	f, err := openAt(dir, name, unix.O_RDONLY)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", name, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// writeAt writes value to the interface file name in dir (which must exist).
+func writeAt(dir *os.File, name, value string) error {
+	f, err := openAt(dir, name, unix.O_WRONLY|unix.O_TRUNC)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(value); err != nil {
+		f.Close()
+		return fmt.Errorf("write %q to %s: %w", value, name, err)
+	}
+	return f.Close()
+}
+
+func openAt(dir *os.File, name string, flags int) (*os.File, error) {
+	fd, err := unix.Openat(int(dir.Fd()), name, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 // restore writes the previous value back (if the cgroup still exists) and

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/agentcg/agentcg/policy"
@@ -82,5 +84,60 @@ func TestDetachAfterRemoval(t *testing.T) {
 	}
 	if l, _ := p.List(ctx); len(l) != 0 {
 		t.Errorf("list after detach: %+v", l)
+	}
+}
+
+// AttachDir writes through the descriptor the caller opened: a directory
+// swapped in at the same path after the open is left alone.
+func TestAttachDirUsesTheOpenedDirectory(t *testing.T) {
+	ctx := context.Background()
+	p, err := New(Options{Config: policy.Config{NativeLowBytes: 1000, NativeHighBytes: 2000}, RecordDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := fakeCgroup(t, "7", "max")
+	f, err := os.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	moved := d + "-moved"
+	if err := os.Rename(d, moved); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(moved) })
+	if err := os.Mkdir(d, 0o755); err != nil { // the swapped-in directory
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(d, "memory.low"), []byte("5\n"), 0o644)
+	l, err := p.AttachDir(ctx, f, d, policy.High)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, moved, "memory.low"); got != "1000" {
+		t.Errorf("opened directory: memory.low = %q, want 1000", got)
+	}
+	if got := read(t, d, "memory.low"); got != "5\n" {
+		t.Errorf("swapped-in directory: memory.low = %q, want it untouched", got)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(moved, &st); err != nil {
+		t.Fatal(err)
+	}
+	if l.CgroupID != st.Ino {
+		t.Errorf("link cgroup id %d, want the opened directory's inode %d", l.CgroupID, st.Ino)
+	}
+}
+
+func TestAttachDirRefusesAFile(t *testing.T) {
+	p, _ := New(Options{RecordDir: t.TempDir()})
+	d := fakeCgroup(t, "0", "max")
+	f, err := os.Open(filepath.Join(d, "memory.low"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := p.AttachDir(context.Background(), f, d, policy.High); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("AttachDir on a file: %v, want 'not a directory'", err)
 	}
 }

@@ -1,6 +1,14 @@
-// Package stats owns the statistics the experiment reports: per-group
-// summaries (mean, std, t-based 95% CI, p50, max) and the two-sided
-// Mann-Whitney U test used to compare arms.
+// Package stats owns the statistical tests the experiment reports, as pure
+// functions: per-group summaries, the Wilson interval for k/n, Fisher's exact
+// test, the Wilcoxon signed-rank and Mann-Whitney tests with Hodges-Lehmann
+// shifts and CIs, Cliff's delta, Holm's adjustment, power, the time-weighted
+// mean, and the worst-rank transform for killed sessions.
+//
+// Conventions: tests are two-sided unless an Alternative says otherwise;
+// CIs are two-sided at the level given (the experiment uses 0.95); ties get
+// midranks; rank tests follow R's wilcox.test defaults. Each hand-written
+// test is checked against published values in *_test.go. See
+// experiment/analysis/README.md for when each is used.
 package stats
 
 import (

@@ -51,9 +51,9 @@ func TestWilsonNewcombe1998(t *testing.T) {
 
 func TestFisherPublished(t *testing.T) {
 	cases := []struct {
-		name                string
-		a, b, c, d          int
-		two, less, greater  float64
+		name               string
+		a, b, c, d         int
+		two, less, greater float64
 	}{
 		// Fisher's tea-tasting experiment (Agresti 1990, p. 59-66; R's
 		// ?fisher.test): one-sided "greater" p = 0.2429; two-sided 0.4857.

@@ -242,3 +242,25 @@ func TestHolm(t *testing.T) {
 		}
 	}
 }
+
+func TestDiffCINewcombe1998b(t *testing.T) {
+	// Newcombe (1998b), Statistics in Medicine 17:873-890, Table II,
+	// method 10 (hybrid score), 4 d.p.
+	cases := []struct {
+		k1, n1, k2, n2 int
+		lo, hi         float64
+	}{
+		{56, 70, 48, 80, 0.0524, 0.3339},
+		{9, 10, 3, 10, 0.1705, 0.8090},
+		{0, 10, 0, 20, -0.1611, 0.2775},
+		{10, 10, 0, 10, 0.6075, 1.0000},
+	}
+	for _, c := range cases {
+		a, _ := Wilson(c.k1, c.n1, 0.95)
+		b, _ := Wilson(c.k2, c.n2, 0.95)
+		lo, hi := DiffCI(a, b)
+		if !near(lo, c.lo, 5e-5) || !near(hi, c.hi, 5e-5) {
+			t.Errorf("%d/%d - %d/%d: [%.5f, %.5f], want [%v, %v]", c.k1, c.n1, c.k2, c.n2, lo, hi, c.lo, c.hi)
+		}
+	}
+}

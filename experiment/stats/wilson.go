@@ -46,3 +46,13 @@ func Wilson(k, n int, conf float64) (Proportion, error) {
 func zCrit(conf float64) float64 {
 	return distuv.UnitNormal.Quantile(1 - (1-conf)/2)
 }
+
+// DiffCI is Newcombe's hybrid score interval for p1 − p2 of two independent
+// proportions (Newcombe 1998b, method 10), built from the two Wilson
+// intervals. It inherits their good behaviour at 0/n and n/n.
+func DiffCI(a, b Proportion) (lo, hi float64) {
+	d := a.P - b.P
+	lo = d - math.Sqrt((a.P-a.Lo)*(a.P-a.Lo)+(b.Hi-b.P)*(b.Hi-b.P))
+	hi = d + math.Sqrt((a.Hi-a.P)*(a.Hi-a.P)+(b.P-b.Lo)*(b.P-b.Lo))
+	return lo, hi
+}

@@ -162,6 +162,18 @@ func TestSignedRankKilledIsWorst(t *testing.T) {
 	if !math.IsInf(a.Hi, 1) && a.Hi < 4 {
 		t.Errorf("upper CI bound %v should reach the killed sessions", a.Hi)
 	}
+	// Six blocks killed in the first arm only (-Inf) and four finite
+	// differences: p as R with -1e9 in place of -Inf (0.07613301161). The
+	// killed always rank worst, so the lower bound is -Inf and the upper
+	// bound is where V first drops below the critical value: the Walsh
+	// average 1.75 of 1.5 and 2 (V goes from 9 to 8, z from -1.88 to
+	// -1.98). R with -1e9 instead reports -5e8 there, because a finite
+	// stand-in stops being the most extreme once the shift is large.
+	ninf := math.Inf(-1)
+	k, err := SignedRank([]float64{ninf, ninf, ninf, ninf, ninf, ninf, 1.5, 2, 3.5, 5}, TwoSided, 0.95)
+	if err != nil || !near(k.P, 0.07613301161, 1e-9) || !math.IsInf(k.Lo, -1) || k.Hi != 1.75 || !math.IsInf(k.Estimate, -1) || k.Conf != 0.95 {
+		t.Errorf("six killed: %+v %v", k, err)
+	}
 	if _, err := SignedRank([]float64{1, math.NaN()}, TwoSided, 0.95); err == nil {
 		t.Error("NaN accepted")
 	}

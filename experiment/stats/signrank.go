@@ -288,8 +288,10 @@ func uniqueFinite(sorted []float64) []float64 {
 // (Walsh averages or pairwise differences), so each bound is the candidate
 // where f crosses 0 (R's uniroot finds the same point to within 1e-4).
 // lo and hi are the smallest and largest data values R searches between. As
-// R, when even lo and hi do not reach the requested level (small n), α is
-// doubled until they do, and the achieved level is returned.
+// R, when even finite lo and hi do not reach the requested level (small n),
+// α is doubled until they do, and the achieved level is returned. When lo
+// or hi is infinite (killed sessions) and the statistic never crosses the
+// critical value, that bound is infinite.
 func invertCI(f func(shift, zq float64) float64, lo, hi float64, cands []float64, conf, estimate float64) (float64, float64, float64) {
 	if len(cands) == 0 {
 		// Every value infinite: the interval is the value itself.
@@ -328,7 +330,9 @@ func invertCI(f func(shift, zq float64) float64, lo, hi float64, cands []float64
 	alpha := 1 - conf
 	for alpha < 1 {
 		zq := distuv.UnitNormal.Quantile(1 - alpha/2)
-		if at(lo, zq) < 0 || at(hi, -zq) > 0 {
+		// An infinite end (killed sessions on one side only) is a real
+		// bound, not a sign that n is too small: do not widen for it.
+		if !math.IsInf(lo, 0) && at(lo, zq) < 0 || !math.IsInf(hi, 0) && at(hi, -zq) > 0 {
 			alpha *= 2
 			continue
 		}

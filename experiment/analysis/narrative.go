@@ -1,0 +1,210 @@
+package analysis
+
+import (
+	"fmt"
+	"math"
+	"strings"
+)
+
+// Narrative is a short paragraph per regime and point, generated from the
+// numbers only: what the data show, and what they cannot show. It never
+// calls a non-significant difference an equality, and it says when the
+// design's n could not have detected the planned effect.
+func Narrative(r Result) string {
+	var b strings.Builder
+	for i, g := range r.Groups {
+		if i > 0 {
+			b.WriteString("\n\n")
+		}
+		b.WriteString(groupNarrative(r.Options, g))
+	}
+	return b.String()
+}
+
+func groupNarrative(o Options, g Group) string {
+	var s []string
+	where := "Regime " + g.Regime
+	if g.Point != "" {
+		where += ", point " + g.Point
+	}
+	s = append(s, fmt.Sprintf("%s: %d blocks; every arm is compared with %s, paired by block.", where, g.Blocks, o.Reference))
+	if g.Regime == "none" {
+		s = append(s, "This is the negative control: nothing is reclaimable, so a policy can act only by slowing LOW or by the choice of OOM victim.")
+	}
+	var ref *ArmRow
+	for i := range g.Headline {
+		if g.Headline[i].Arm == o.Reference {
+			ref = &g.Headline[i]
+		}
+	}
+	if ref == nil {
+		s = append(s, fmt.Sprintf("The reference arm %s was not run, so no arm can be compared.", o.Reference))
+		return strings.Join(s, " ")
+	}
+	s = append(s, fmt.Sprintf("Under %s, HIGH survived %s and its median %s was %s.", o.Reference, kn(ref.Survived.K, ref.Survived.N), o.Primary, metricValue(ref.Stall, o.Primary)))
+	killed := 0
+	for _, h := range g.Headline {
+		killed += h.Survived.N - h.Survived.K
+		if h.InFamily {
+			s = append(s, armSentences(o, h, *ref)...)
+		}
+	}
+	if killed > 0 {
+		s = append(s, fmt.Sprintf("%d HIGH sessions were killed in this group; none is dropped: they count in survival and take the worst rank in the rank tests.", killed))
+	}
+	s = append(s, lowSentences(o, g)...)
+	s = append(s, powerSentences(o, g.Power)...)
+	if n := countUnpaired(g.Tests); n > 0 {
+		s = append(s, fmt.Sprintf("%d comparisons could not be paired by block (a block lacked one arm's session or measurement) and used the Mann-Whitney test.", n))
+	}
+	return strings.Join(s, " ")
+}
+
+func armSentences(o Options, h, ref ArmRow) []string {
+	var s []string
+	if c := h.Survival; c != nil {
+		line := fmt.Sprintf("%s: HIGH survived %s [%s, %s] against %s (Fisher p=%s, Holm-adjusted %s)",
+			h.Arm, kn(h.Survived.K, h.Survived.N), pct(h.Survived.Lo), pct(h.Survived.Hi), kn(ref.Survived.K, ref.Survived.N), pv(c.P), pv(c.PAdj))
+		switch {
+		case c.KilledArm == 0 && c.KilledRef == 0:
+			line += "; HIGH was never killed in either arm, so survival cannot separate them."
+		case c.PAdj <= o.Alpha:
+			line += fmt.Sprintf("; survival differs (%s under %s).", betterWorse(c.Estimate > 0), h.Arm)
+		default:
+			line += "; the data cannot distinguish the two."
+		}
+		s = append(s, line)
+	}
+	if c := h.StallTest; c != nil {
+		line := fmt.Sprintf("HIGH %s median %s against %s; shift %s [%s, %s] (%s p=%s, Holm-adjusted %s)",
+			o.Primary, metricValue(h.Stall, o.Primary), metricValue(ref.Stall, o.Primary),
+			metricValue(c.Estimate, o.Primary), metricValue(c.Lo, o.Primary), metricValue(c.Hi, o.Primary), c.Test, pv(c.P), pv(c.PAdj))
+		ciHasZero := c.Lo <= 0 && c.Hi >= 0
+		switch {
+		case c.PAdj <= o.Alpha && c.Estimate < 0:
+			line += fmt.Sprintf(": lower under %s.", h.Arm)
+		case c.PAdj <= o.Alpha && c.Estimate > 0:
+			line += fmt.Sprintf(": higher under %s.", h.Arm)
+		case c.PAdj <= o.Alpha:
+			line += ": the test rejects, but the estimated shift is 0."
+		case !ciHasZero:
+			line += ": the CI excludes 0, but the difference does not survive Holm's correction."
+		default:
+			line += ": no difference is detectable at this n, which is not evidence that there is none."
+		}
+		s = append(s, line)
+	}
+	return s
+}
+
+func lowSentences(o Options, g Group) []string {
+	var s []string
+	var costly, cheaper []string
+	for _, l := range g.LowCost {
+		c := l.CostTest
+		if c == nil || c.Family != FamilyLow || c.PAdj > o.Alpha {
+			continue
+		}
+		item := fmt.Sprintf("%s on trace %s (shift %s [%s, %s], Holm-adjusted p=%s)", l.Arm, l.Trace,
+			metricValue(c.Estimate, o.LowCost), metricValue(c.Lo, o.LowCost), metricValue(c.Hi, o.LowCost), pv(c.PAdj))
+		if c.Estimate > 0 {
+			costly = append(costly, item)
+		} else {
+			cheaper = append(cheaper, item)
+		}
+	}
+	if len(g.LowCost) == 0 {
+		return nil
+	}
+	if len(costly) > 0 {
+		s = append(s, fmt.Sprintf("LOW paid a higher %s under %s.", o.LowCost, strings.Join(costly, "; ")))
+	}
+	if len(cheaper) > 0 {
+		s = append(s, fmt.Sprintf("LOW's %s was lower under %s.", o.LowCost, strings.Join(cheaper, "; ")))
+	}
+	if len(costly)+len(cheaper) == 0 {
+		s = append(s, fmt.Sprintf("No LOW trace shows a %s difference from %s that survives Holm's correction (each LOW trace is tested on its own).", o.LowCost, o.Reference))
+	}
+	for _, l := range g.LowCost {
+		if k := l.Survived.N - l.Survived.K; k > 0 {
+			s = append(s, fmt.Sprintf("LOW trace %s was killed %s under %s.", l.Trace, kn(k, l.Survived.N), l.Arm))
+		}
+	}
+	return s
+}
+
+func powerSentences(o Options, p Power) []string {
+	if p.N == 0 || p.M == 0 {
+		return nil
+	}
+	s := []string{fmt.Sprintf("With n=%d per arm, the power to detect a HIGH kill rate of %s against %s is %s (Fisher, α=%s; %s at Holm's strictest level %s), and to detect a stall shift of %s standard deviations %s (signed-rank; %s at %s).",
+		p.N, pct(p.Planned.KillRef), pct(p.Planned.KillArm), pct(p.Fisher), pv(p.Alpha), pct(p.FisherHolm), pv(p.HolmAlpha),
+		trim(p.Planned.StallEffect), pct(p.Signed), pct(p.SignedHolm), pv(p.HolmAlpha))}
+	if p.Fisher < 0.8 || p.Signed < 0.8 {
+		s = append(s, "Below 80% power, a result that is not significant says little about whether the arms differ.")
+	}
+	if p.MinPSigned > p.HolmAlpha {
+		s = append(s, fmt.Sprintf("At this n the signed-rank test cannot give p below %s, above Holm's first threshold %s: no stall difference can be declared after correction, whatever the data.", pv(p.MinPSigned), pv(p.HolmAlpha)))
+	}
+	if p.MinPFisher > p.HolmAlpha {
+		s = append(s, fmt.Sprintf("Fisher's test cannot give p below %s at this n, above Holm's first threshold %s.", pv(p.MinPFisher), pv(p.HolmAlpha)))
+	}
+	return s
+}
+
+func countUnpaired(ts []Comparison) int {
+	n := 0
+	for _, t := range ts {
+		if t.Test == TestMannWhitney {
+			n++
+		}
+	}
+	return n
+}
+
+func betterWorse(better bool) string {
+	if better {
+		return "higher"
+	}
+	return "lower"
+}
+
+func kn(k, n int) string { return fmt.Sprintf("%d/%d", k, n) }
+
+// pv formats a p-value or level: 2 significant digits, "<0.0001" below.
+func pv(p float64) string {
+	switch {
+	case math.IsNaN(p):
+		return "n/a"
+	case p < 1e-4:
+		return "<0.0001"
+	}
+	return trim(p)
+}
+
+func pct(v float64) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func trim(v float64) string { return fmt.Sprintf("%.2g", v) }
+
+// metricValue formats a value of metric for prose: µs metrics in seconds,
+// the worst value of a killed session as "killed".
+func metricValue(v float64, metric string) string {
+	switch {
+	case math.IsNaN(v):
+		return "n/a"
+	case math.IsInf(v, 1):
+		return "+inf (killed)"
+	case math.IsInf(v, -1):
+		return "-inf (killed)"
+	case strings.HasSuffix(metric, "_us"):
+		return fmt.Sprintf("%.3g s", v/1e6)
+	case strings.HasSuffix(metric, "_s"):
+		return fmt.Sprintf("%.3g s", v)
+	}
+	return fmt.Sprintf("%.3g", v)
+}

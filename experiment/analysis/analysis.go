@@ -218,17 +218,17 @@ type MetricSummary struct {
 
 // Power is what the design's n can detect, per group.
 type Power struct {
-	N            int     // HIGH sessions per arm (smallest over the primary family)
-	M            int     // tests in the primary family
-	Alpha        float64 // unadjusted level
-	HolmAlpha    float64 // Holm's first (strictest) threshold, Alpha/M
-	Fisher       float64 // power of Fisher at Alpha, Planned.KillRef vs KillArm, n vs n
-	FisherHolm   float64 // the same at HolmAlpha
-	Signed       float64 // power of the signed-rank test at Alpha for Planned.StallEffect
-	SignedHolm   float64
-	MinPSigned   float64 // smallest two-sided p the exact signed-rank test can give at N: 2/2^N
-	MinPFisher   float64 // smallest two-sided Fisher p at n vs n: 0/n vs n/n
-	Planned      Planned
+	N          int     // HIGH sessions per arm (smallest over the primary family)
+	M          int     // tests in the primary family
+	Alpha      float64 // unadjusted level
+	HolmAlpha  float64 // Holm's first (strictest) threshold, Alpha/M
+	Fisher     float64 // power of Fisher at Alpha, Planned.KillRef vs KillArm, n vs n
+	FisherHolm float64 // the same at HolmAlpha
+	Signed     float64 // power of the signed-rank test at Alpha for Planned.StallEffect
+	SignedHolm float64
+	MinPSigned float64 // smallest two-sided p the exact signed-rank test can give at N: 2/2^N
+	MinPFisher float64 // smallest two-sided Fisher p at n vs n: 0/n vs n/n
+	Planned    Planned
 }
 
 // Analyze validates obs and computes the Result. Bad input is an error that

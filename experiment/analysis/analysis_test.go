@@ -344,3 +344,20 @@ func TestBadInput(t *testing.T) {
 }
 
 func near(a, b, tol float64) bool { return math.Abs(a-b) <= tol }
+
+func TestHeadlineMarkdown(t *testing.T) {
+	r := mustAnalyze(t, synthetic(10, 1, map[string]float64{ArmBPF: math.Log(0.2)}, map[string]int{ArmNoLimit: 6}), Options{})
+	md := HeadlineMarkdown(r.Options, r.Groups[0])
+	for _, want := range []string{
+		"| arm | HIGH survived [95% CI] | HIGH stall_some_us median | shift vs NoLimit [CI]",
+		"| NoLimit | 4/10 [0.17, 0.69] | +inf | – | – | – | CLI: 10/10,",
+		"| BPF * | 10/10 [0.72, 1.00] | 1.08 s | -inf [-inf, -5.59 s] | 0.011 (0.011) |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if lines := strings.Count(md, "\n| "); lines != 4 { // one per arm
+		t.Errorf("%d table lines:\n%s", lines, md)
+	}
+}

@@ -144,3 +144,27 @@ func TestSignedRankPower(t *testing.T) {
 		t.Error("n = 0 accepted")
 	}
 }
+
+func TestRankTestsTreatInfAsLargest(t *testing.T) {
+	// Killed sessions enter the rank tests as +Inf. Every rank test must
+	// give the same U, p and Cliff's delta as with a finite value larger
+	// than all others (ties among the killed kept).
+	inf := math.Inf(1)
+	a := []float64{3, inf, 5, inf, 2, 8}
+	b := []float64{4, 6, 7, 1, 9, inf}
+	af := []float64{3, 1e9, 5, 1e9, 2, 8}
+	bf := []float64{4, 6, 7, 1, 9, 1e9}
+	u, err := MannWhitney{}.Compare(a, b)
+	uf, errf := MannWhitney{}.Compare(af, bf)
+	if err != nil || errf != nil || u.U != uf.U || !near(u.P, uf.P, 1e-12) {
+		t.Errorf("Mann-Whitney with Inf %+v %v, with 1e9 %+v %v", u, err, uf, errf)
+	}
+	if want := permutationP(af, bf); !near(u.P, want, 1e-9) {
+		t.Errorf("p %v, permutation %v", u.P, want)
+	}
+	s, err := TwoSampleShift(a, b, 0.95)
+	sf, _ := TwoSampleShift(af, bf, 0.95)
+	if err != nil || s.Cliff != sf.Cliff || !near(s.Cliff, 2*u.U/36-1, 1e-12) {
+		t.Errorf("Cliff's delta %v (1e9: %v), U %v", s.Cliff, sf.Cliff, u.U)
+	}
+}

@@ -61,15 +61,19 @@ const (
 
 // Observation is one session of one run.
 type Observation struct {
-	Block   int                // repetition index; arms of one block are paired
-	Arm     string             // "Solo", "Uncontended", "Static", "StaticPriority", "NoLimit", "HighOnly", "BPF", "BPFSeed"
-	Regime  string             // "none", "swap", "file"
-	Point   string             // sweep point label, "" when no sweep
-	Session string             // session name ("parent" for RoleParent rows)
-	Role    string             // "high", "low" or "parent"
-	Trace   string             // trace name; LOW rows are never pooled across traces
-	Killed  bool               // OOM-killed (or otherwise did not complete)
-	Metrics map[string]float64 // e.g. "stall_some_us", "stall_full_us", "max_step_lag_s", "refaults", ...; absent or NaN = not measured
+	Block   int    // repetition index; arms of one block are paired
+	Arm     string // "Solo", "Uncontended", "Static", "StaticPriority", "NoLimit", "HighOnly", "BPF", "BPFSeed"
+	Regime  string // "none", "swap", "file"
+	Point   string // sweep point label, "" when no sweep
+	Session string // session name, the same in every arm of a block (LOW pairs by it); "parent" for RoleParent rows
+	Role    string // "high", "low" or "parent"
+	Trace   string // trace name; LOW rows are never pooled across traces
+	Killed  bool   // OOM-killed (or otherwise did not complete)
+	// Metrics: absent or NaN = not measured. A killed session should still
+	// carry what it measured up to the kill: the values are ignored (it
+	// takes the worst rank) but their presence says the metric exists in
+	// that arm.
+	Metrics map[string]float64 // e.g. "stall_some_us", "stall_full_us", "max_step_lag_s", "refaults", ...
 }
 
 // Planned is the effect the design was planned to detect; the power the
@@ -115,6 +119,13 @@ func (o Options) withDefaults() Options {
 	o.PowerSims = cmp.Or(o.PowerSims, 4000)
 	o.Seed = cmp.Or(o.Seed, 1)
 	return o
+}
+
+// alwaysMeasured lists the metrics every session has, so that an arm
+// whose sessions were all killed (and may carry no metrics at all) still
+// takes the worst rank on them.
+func (o Options) alwaysMeasured(metric string) bool {
+	return metric == o.Primary || metric == o.LowCost || metric == MStallSome || metric == MStallFull || metric == MMaxStepLag
 }
 
 func (o Options) direction(metric string) stats.Direction {
@@ -213,7 +224,7 @@ type MetricSummary struct {
 	N                        int     // sessions with the metric measured or killed
 	Killed                   int     // of which killed (at the worst value)
 	Median                   float64 // killed at the worst value
-	Min, Max                 float64 // over sessions that were not killed
+	Min, Max                 float64 // over sessions that were not killed (NaN when all were)
 }
 
 // Power is what the design's n can detect, per group.

@@ -64,6 +64,11 @@ func TestKilledTakesWorstRank(t *testing.T) {
 	if !math.IsInf(c.Estimate, 1) || c.P > 0.01 {
 		t.Errorf("killed sessions should rank worst: shift %v p %v", c.Estimate, c.P)
 	}
+	for _, m := range g.Summary {
+		if m.Arm == ArmBPF && m.Role == RoleHigh && (m.Killed != 8 || !math.IsInf(m.Median, 1) || !math.IsNaN(m.Min) || !math.IsNaN(m.Max)) {
+			t.Errorf("summary of an all-killed arm: %+v", m)
+		}
+	}
 	row := g.Headline[slices.IndexFunc(g.Headline, func(h ArmRow) bool { return h.Arm == ArmBPF })]
 	if row.Survived.K != 0 || row.Survived.N != 8 || !math.IsInf(row.Stall, 1) || row.NStall != 8 {
 		t.Errorf("headline: %+v", row)
@@ -360,4 +365,49 @@ func TestHeadlineMarkdown(t *testing.T) {
 	if lines := strings.Count(md, "\n| "); lines != 4 { // one per arm
 		t.Errorf("%d table lines:\n%s", lines, md)
 	}
+}
+
+func TestEdgeCases(t *testing.T) {
+	// Both arms killed in every block: survival cannot separate them, the
+	// stall test sees only ties (p = 1), nothing errors.
+	var obs []Observation
+	for b := range 5 {
+		obs = append(obs, run(b, ArmNoLimit, 10, true, map[string]float64{"A": 5})...)
+		obs = append(obs, run(b, ArmBPF, 10, true, map[string]float64{"A": 5})...)
+	}
+	r := mustAnalyze(t, obs, Options{})
+	g := r.Groups[0]
+	c := test(t, g, FamilyPrimary, RoleHigh, "", MStallSome, ArmBPF)
+	if c.P != 1 || c.Estimate != 0 || c.KilledArm != 5 || c.KilledRef != 5 {
+		t.Errorf("all killed: %+v", c)
+	}
+	if n := Narrative(r); !strings.Contains(n, "cannot distinguish") {
+		t.Errorf("narrative:\n%s", n)
+	}
+	// A metric only one arm has (BPF delay returns) is summarised, not compared.
+	for i := range obs {
+		if obs[i].Arm == ArmBPF && obs[i].Role == RoleHigh {
+			obs[i].Killed = false
+			obs[i].Metrics["bpf_delay_returns"] = 3
+		}
+	}
+	g = mustAnalyze(t, obs, Options{}).Groups[0]
+	for _, c := range g.Tests {
+		if c.Metric == "bpf_delay_returns" {
+			t.Errorf("compared a metric NoLimit never measured: %+v", c)
+		}
+	}
+	if !slices.ContainsFunc(g.Summary, func(m MetricSummary) bool { return m.Metric == "bpf_delay_returns" && m.Arm == ArmBPF && m.N == 5 }) {
+		t.Errorf("bpf_delay_returns not summarised: %+v", g.Summary)
+	}
+	// No reference arm: headline and summary only, with a note.
+	obs = slices.DeleteFunc(obs, func(o Observation) bool { return o.Arm == ArmNoLimit })
+	r = mustAnalyze(t, obs, Options{})
+	if g := r.Groups[0]; len(g.Tests) != 0 || len(g.Notes) == 0 || len(g.Headline) != 1 {
+		t.Errorf("without reference: %+v", g)
+	}
+	if n := Narrative(r); !strings.Contains(n, "was not run") {
+		t.Errorf("narrative:\n%s", n)
+	}
+	_ = r.CSV()
 }

@@ -49,14 +49,19 @@ func (g groupData) sessions(arm, role, trace string) []Observation {
 
 // sample returns the units of one metric: every killed session (at the
 // worst value) and every other session where the metric was measured.
-// ok is false when the arm has a session that survived but never measured
-// the metric (the metric does not exist there, e.g. BPF delays in NoLimit);
-// an arm whose sessions were all killed is fine: it is simply worst.
+// ok says whether the metric exists in this arm: some surviving session
+// measured it, or every session was killed and either one of them carries
+// the metric (its value is ignored) or the metric is one every session has
+// (Options.alwaysMeasured). So an all-killed arm is simply worst on stall,
+// while BPF delay returns are never compared with NoLimit, which has none.
 func (g groupData) sample(arm, role, trace, metric string) (us []unit, ok bool) {
 	worst := g.opts.direction(metric).Worst()
-	measured, alive := 0, 0
+	measured, alive, present := 0, 0, 0
 	for _, o := range g.sessions(arm, role, trace) {
 		v, has := o.Metrics[metric]
+		if has {
+			present++
+		}
 		switch {
 		case o.Killed:
 			us = append(us, unit{o.Block, o.Session, worst, true})
@@ -68,7 +73,7 @@ func (g groupData) sample(arm, role, trace, metric string) (us []unit, ok bool) 
 			alive++
 		}
 	}
-	return us, len(us) > 0 && (measured > 0 || alive == 0)
+	return us, measured > 0 || len(us) > 0 && alive == 0 && (present > 0 || g.opts.alwaysMeasured(metric))
 }
 
 // metrics lists the metric names measured for a role (and LOW trace) in
@@ -460,10 +465,10 @@ func (g groupData) summary() []MetricSummary {
 					continue
 				}
 				s := MetricSummary{Arm: arm, Role: x.role, Trace: x.trace, Metric: m, N: len(us),
-					Killed: countUnitsKilled(us), Median: median(values(us)), Min: math.Inf(1), Max: math.Inf(-1)}
+					Killed: countUnitsKilled(us), Median: median(values(us)), Min: math.NaN(), Max: math.NaN()}
 				for _, u := range us {
 					if !u.killed {
-						s.Min, s.Max = math.Min(s.Min, u.value), math.Max(s.Max, u.value)
+						s.Min, s.Max = nanMin(s.Min, u.value), nanMax(s.Max, u.value)
 					}
 				}
 				out = append(out, s)
@@ -512,4 +517,19 @@ func (g groupData) power(rows []ArmRow, family []string, tests []Comparison) (Po
 	}
 	p.MinPFisher = f.P
 	return p, nil
+}
+
+// nanMin and nanMax treat a NaN accumulator as empty.
+func nanMin(acc, v float64) float64 {
+	if math.IsNaN(acc) {
+		return v
+	}
+	return math.Min(acc, v)
+}
+
+func nanMax(acc, v float64) float64 {
+	if math.IsNaN(acc) {
+		return v
+	}
+	return math.Max(acc, v)
 }

@@ -107,7 +107,7 @@ func SignedRank(d []float64, alt Alternative, conf float64) (SignedRankResult, e
 	sigma := math.Sqrt(n*(n+1)*(2*n+1)/24 - ties/48)
 	r.P = normalP(r.V-n*(n+1)/4, sigma, alt)
 	f := func(shift, zq float64) float64 { return signRankZ(x, shift) - zq }
-	r.Lo, r.Hi, r.Conf = invertCI(f, x[argMin(x)], x[argMax(x)], uniqueFinite(walsh), conf, r.Estimate)
+	r.Lo, r.Hi, r.Conf = invertCI(f, x[argMin(x)], x[argMax(x)], uniqueFinite(walsh), conf, r.Estimate, true)
 	return r, nil
 }
 
@@ -287,12 +287,14 @@ func uniqueFinite(sorted []float64) []float64 {
 // non-increasing step function of shift that jumps only at the candidates
 // (Walsh averages or pairwise differences), so each bound is the candidate
 // where f crosses 0 (R's uniroot finds the same point to within 1e-4).
-// lo and hi are the smallest and largest data values R searches between. As
-// R, when even finite lo and hi do not reach the requested level (small n),
-// α is doubled until they do, and the achieved level is returned. When lo
+// lo and hi are the smallest and largest data values R searches between; a
+// bound that is not reached within them is lo or hi. With widen (R does it
+// for the one-sample CI only), when even finite lo and hi do not reach the
+// requested level (small n), α is doubled until they do, and the achieved
+// level is returned. When lo
 // or hi is infinite (killed sessions) and the statistic never crosses the
 // critical value, that bound is infinite.
-func invertCI(f func(shift, zq float64) float64, lo, hi float64, cands []float64, conf, estimate float64) (float64, float64, float64) {
+func invertCI(f func(shift, zq float64) float64, lo, hi float64, cands []float64, conf, estimate float64, widen bool) (float64, float64, float64) {
 	if len(cands) == 0 {
 		// Every value infinite: the interval is the value itself.
 		return lo, hi, math.NaN()
@@ -328,7 +330,7 @@ func invertCI(f func(shift, zq float64) float64, lo, hi float64, cands []float64
 		return lo, hi, math.NaN()
 	}
 	alpha := 1 - conf
-	for alpha < 1 {
+	for widen && alpha < 1 {
 		zq := distuv.UnitNormal.Quantile(1 - alpha/2)
 		// An infinite end (killed sessions on one side only) is a real
 		// bound, not a sign that n is too small: do not widen for it.

@@ -68,7 +68,7 @@ func TwoSampleShift(x, y []float64, conf float64) (Shift, error) {
 	f := func(shift, zq float64) float64 { return mannWhitneyZ(x, y, shift) - zq }
 	lo := sub(x[argMin(x)], y[argMax(y)])
 	hi := sub(x[argMax(x)], y[argMin(y)])
-	s.Lo, s.Hi, s.Conf = invertCI(f, lo, hi, uniqueFinite(diffs), conf, s.Estimate)
+	s.Lo, s.Hi, s.Conf = invertCI(f, lo, hi, uniqueFinite(diffs), conf, s.Estimate, false)
 	return s, nil
 }
 

@@ -137,7 +137,7 @@ func powerSentences(o Options, p Power) []string {
 	if p.N == 0 || p.M == 0 {
 		return nil
 	}
-	s := []string{fmt.Sprintf("With n=%d per arm, the power to detect a HIGH kill rate of %s against %s is %s (Fisher, α=%s; %s at Holm's strictest level %s), and to detect a stall shift of %s standard deviations %s (signed-rank; %s at %s).",
+	s := []string{fmt.Sprintf("With n=%d per arm, the power to detect a HIGH kill rate of %s against %s is %s (Fisher, α=%s; %s at Holm's strictest level %s), and to detect a HIGH stall shift of %s SD of the block differences %s (signed-rank; %s at %s).",
 		p.N, pct(p.Planned.KillRef), pct(p.Planned.KillArm), pct(p.Fisher), pv(p.Alpha), pct(p.FisherHolm), pv(p.HolmAlpha),
 		trim(p.Planned.StallEffect), pct(p.Signed), pct(p.SignedHolm), pv(p.HolmAlpha))}
 	if p.Fisher < 0.8 || p.Signed < 0.8 {

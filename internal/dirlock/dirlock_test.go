@@ -1,9 +1,11 @@
 package dirlock
 
 import (
+	"context"
+	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
-	"time"
 )
 
 func TestLockExcludesUntilUnlocked(t *testing.T) {
@@ -11,6 +13,16 @@ func TestLockExcludesUntilUnlocked(t *testing.T) {
 	unlock, err := Lock(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// While held, a second taker with an already-ended context fails with
+	// ErrTimeout instead of waiting (no clock involved).
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if u, err := LockContext(ctx, dir); !errors.Is(err, ErrTimeout) {
+		if u != nil {
+			u()
+		}
+		t.Fatalf("second LockContext while held: err = %v, want ErrTimeout", err)
 	}
 	got := make(chan func(), 1)
 	go func() {
@@ -22,13 +34,23 @@ func TestLockExcludesUntilUnlocked(t *testing.T) {
 		}
 		got <- u
 	}()
-	select {
-	case <-got:
-		t.Fatal("a second Lock succeeded while the first was held")
-	case <-time.After(100 * time.Millisecond):
-	}
 	unlock()
 	if u := <-got; u != nil {
 		u()
+	}
+}
+
+func TestLockErrorNamesPath(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	dir := filepath.Join(t.TempDir(), "s")
+	u, err := Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u()
+	_, err = LockContext(ctx, dir)
+	if err == nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), filepath.Join(dir, ".lock")) {
+		t.Fatalf("err = %v", err)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/agentcg/agentcg/cgroup"
 )
 
 // ErrCgroupUnresolved means no source named an existing cgroup directory.
@@ -22,41 +24,74 @@ type Resolver struct {
 	ProcRoot string // procfs mount, e.g. /proc (a fake tree in tests)
 }
 
-// Resolve returns the cgroup directory of a container from, in order: the
-// 0:: line of /proc/<pid>/cgroup, the systemd "slice:prefix:name" form of
-// cgroupsPath, and the cgroupfs form of cgroupsPath. The first candidate
-// that exists is checked against the root; a candidate outside the root is
-// refused rather than skipped, since it means someone tried to point us
-// elsewhere.
+// Resolve returns the path of the container's cgroup directory; see Open.
 func (r Resolver) Resolve(pid int, cgroupsPath string) (string, error) {
+	f, p, err := r.Open(pid, cgroupsPath)
+	if err != nil {
+		return "", err
+	}
+	f.Close()
+	return p, nil
+}
+
+// Open finds and opens a container's cgroup directory. The candidates, in
+// order: the 0:: line of /proc/<pid>/cgroup, then linux.cgroupsPath in the
+// systemd "slice:prefix:name" form or the cgroupfs form. The first
+// candidate that exists is opened beneath the root (no "..", no symlink, no
+// other mount: cgroup.OpenBeneath); a candidate outside the root is refused
+// rather than skipped, since it means someone tried to point us elsewhere.
+// The caller must use the returned directory, not the path, for anything
+// that matters (the path is for records and logs).
+func (r Resolver) Open(pid int, cgroupsPath string) (*os.File, string, error) {
+	root, err := filepath.EvalSymlinks(r.Root)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: cgroup root %s: %w", ErrCgroupUnresolved, r.Root, err)
+	}
 	var tried []string
-	if pid > 0 {
-		p, err := r.fromProc(pid)
+	try := func(what, rel string) (*os.File, string, error, bool) {
+		f, err := cgroup.OpenBeneath(root, rel)
 		if err == nil {
-			return r.Within(p)
+			return f, filepath.Join(root, rel), nil, true
 		}
-		tried = append(tried, err.Error())
+		if errors.Is(err, cgroup.ErrEscape) {
+			return nil, "", fmt.Errorf("%w: %s: %w", ErrOutsideRoot, what, err), true
+		}
+		tried = append(tried, fmt.Sprintf("%s: %v", what, err))
+		return nil, "", nil, false
+	}
+	if pid > 0 {
+		rel, err := r.fromProc(pid)
+		if err == nil {
+			if f, p, err, done := try(fmt.Sprintf("pid %d", pid), rel); done {
+				return f, p, err
+			}
+		} else {
+			tried = append(tried, err.Error())
+		}
 	}
 	if cgroupsPath != "" {
-		p, err := FromCgroupsPath(r.Root, cgroupsPath)
-		if err == nil {
-			if st, serr := os.Stat(p); serr == nil && st.IsDir() {
-				return r.Within(p)
-			} else if serr != nil {
-				err = serr
-			} else {
-				err = fmt.Errorf("%s is not a directory", p)
+		rel, err := RelFromCgroupsPath(cgroupsPath)
+		switch {
+		case errors.Is(err, ErrOutsideRoot):
+			return nil, "", fmt.Errorf("cgroupsPath %q: %w", cgroupsPath, err)
+		case err != nil:
+			tried = append(tried, fmt.Sprintf("cgroupsPath %q: %v", cgroupsPath, err))
+		default:
+			if f, p, err, done := try(fmt.Sprintf("cgroupsPath %q", cgroupsPath), rel); done {
+				return f, p, err
 			}
 		}
-		tried = append(tried, fmt.Sprintf("cgroupsPath %q: %v", cgroupsPath, err))
 	}
 	if len(tried) == 0 {
 		tried = append(tried, "no pid and no cgroupsPath")
 	}
-	return "", fmt.Errorf("%w: %s", ErrCgroupUnresolved, strings.Join(tried, "; "))
+	return nil, "", fmt.Errorf("%w: %s", ErrCgroupUnresolved, strings.Join(tried, "; "))
 }
 
-// fromProc reads the unified-hierarchy line of /proc/<pid>/cgroup.
+// fromProc reads the unified-hierarchy line of /proc/<pid>/cgroup and
+// returns it relative to the root. A path that starts with "/.." was
+// written for another cgroup namespace (ours is not the host's) and cannot
+// be used from here; it is inconclusive, not an escape.
 func (r Resolver) fromProc(pid int) (string, error) {
 	file := filepath.Join(r.ProcRoot, strconv.Itoa(pid), "cgroup")
 	f, err := os.Open(file)
@@ -67,7 +102,10 @@ func (r Resolver) fromProc(pid int) (string, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
-			return filepath.Join(r.Root, rest), nil
+			if rest == "/.." || strings.HasPrefix(rest, "/../") {
+				return "", fmt.Errorf("%s: %q is outside this process's cgroup namespace", file, rest)
+			}
+			return strings.TrimPrefix(rest, "/"), nil
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -76,13 +114,33 @@ func (r Resolver) fromProc(pid int) (string, error) {
 	return "", fmt.Errorf("%s: no 0:: line (cgroup v1 only?)", file)
 }
 
-// FromCgroupsPath turns an OCI linux.cgroupsPath into a directory under root.
-// "slice:prefix:name" is the systemd driver's form; anything else is a
-// cgroupfs path relative to root.
+// FromCgroupsPath turns an OCI linux.cgroupsPath into a directory under
+// root; see RelFromCgroupsPath.
 func FromCgroupsPath(root, cgroupsPath string) (string, error) {
+	rel, err := RelFromCgroupsPath(cgroupsPath)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, rel), nil
+}
+
+// RelFromCgroupsPath turns an OCI linux.cgroupsPath into a path relative to
+// the cgroup root. "slice:prefix:name" is the systemd driver's form; any
+// other value is a cgroupfs path. No part of either form may hold a ".."
+// component, and no part of the systemd form may hold a "/" (systemd unit
+// names cannot); ErrOutsideRoot says so.
+func RelFromCgroupsPath(cgroupsPath string) (string, error) {
 	if !strings.HasPrefix(cgroupsPath, "/") && strings.Count(cgroupsPath, ":") == 2 {
 		parts := strings.SplitN(cgroupsPath, ":", 3)
 		slice, prefix, name := parts[0], parts[1], parts[2]
+		for _, part := range []struct{ what, v string }{{"slice", slice}, {"prefix", prefix}, {"name", name}} {
+			if strings.Contains(part.v, "/") || strings.Contains(part.v, "..") || part.v == "." {
+				return "", fmt.Errorf("%w: systemd cgroupsPath %q: %s %q may not hold \"/\" or \"..\"", ErrOutsideRoot, cgroupsPath, part.what, part.v)
+			}
+		}
+		if name == "" {
+			return "", fmt.Errorf("systemd cgroupsPath %q: empty name", cgroupsPath)
+		}
 		if slice == "" {
 			slice = "system.slice"
 		}
@@ -97,9 +155,19 @@ func FromCgroupsPath(root, cgroupsPath string) (string, error) {
 				unit = name + ".scope"
 			}
 		}
-		return filepath.Join(root, dir, unit), nil
+		return strings.TrimPrefix(filepath.Join(dir, unit), "/"), nil
 	}
-	return filepath.Join(root, cgroupsPath), nil
+	rel := strings.Trim(cgroupsPath, "/")
+	for _, c := range strings.Split(rel, "/") {
+		if c == ".." {
+			return "", fmt.Errorf("%w: cgroupsPath %q has a \"..\" component", ErrOutsideRoot, cgroupsPath)
+		}
+	}
+	rel = filepath.Clean("/" + rel)[1:]
+	if rel == "" {
+		return "", fmt.Errorf("%w: cgroupsPath %q is the root itself", ErrOutsideRoot, cgroupsPath)
+	}
+	return rel, nil
 }
 
 // expandSlice turns a-b-c.slice into /a.slice/a-b.slice/a-b-c.slice, the
@@ -125,36 +193,9 @@ func expandSlice(slice string) (string, error) {
 	return out.String(), nil
 }
 
-// Within resolves symlinks and ".." in dir and returns the real path if it
-// lies strictly under the (also resolved) root; ErrOutsideRoot otherwise.
-func (r Resolver) Within(dir string) (string, error) {
-	// Lexical check first, so a ".." escape is named as such even when the
-	// target does not exist.
-	if err := under(filepath.Clean(r.Root), filepath.Clean(dir)); err != nil {
-		return "", err
-	}
-	root, err := filepath.EvalSymlinks(r.Root)
-	if err != nil {
-		return "", fmt.Errorf("cgroup root %s: %w", r.Root, err)
-	}
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrCgroupUnresolved, dir, err)
-	}
-	if err := under(root, real); err != nil {
-		return "", fmt.Errorf("%s: %w", dir, err)
-	}
-	return real, nil
-}
-
-func under(root, p string) error {
-	rel, err := filepath.Rel(root, p)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return fmt.Errorf("%w: %s is not under %s", ErrOutsideRoot, p, root)
-	}
-	if rel == "." {
-		// The root is shared by every container; never attach there.
-		return fmt.Errorf("%w: %s is the root itself", ErrOutsideRoot, p)
-	}
-	return nil
+// under reports whether rel (relative to the root) lies strictly beneath
+// the relative parent.
+func under(rel, parent string) bool {
+	parent = strings.Trim(parent, "/")
+	return strings.HasPrefix(rel, parent+"/")
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/agentcg/agentcg/policy"
@@ -35,19 +36,52 @@ const (
 	DefaultStateDir      = "/run/agentcg/containers"
 	DefaultProcRoot      = "/proc"
 	DefaultConfigPath    = "/etc/agentcg/config.yaml"
-	// NamespaceKey is the pod annotation/label naming the Kubernetes namespace.
-	NamespaceKey = "io.kubernetes.pod.namespace"
 )
 
-// HighAllow says who may claim the high priority. A container qualifies if
-// its Kubernetes namespace is listed, or if it carries one of the listed
-// label key=value pairs. AllowAll lifts the restriction (single-tenant hosts).
+// DefaultMaxHigh is the default cap on concurrently enrolled high
+// containers per node. high takes memory protection away from everyone
+// else; past a handful of protected containers the protection means
+// little (they compete with each other) while the cost to the rest grows.
+// Eight leaves room for one agent per core on common node sizes.
+const DefaultMaxHigh = 8
+
+// HighAllow says who may claim the high priority. Only sources that a
+// tenant cannot write authorise it (design.md §6):
+//   - NRI (containerd CRI): the pod's namespace as the kubelet reports it
+//     (Namespaces), and pod-sandbox labels (PodLabels) only when
+//     TrustPodLabels is set, which is right only behind an admission
+//     policy that controls who may set those labels. Container labels
+//     (containerd copies image LABELs into them) and annotations never
+//     authorise high.
+//   - OCI hook (Docker, podman, CRI-O): the container's resolved cgroup,
+//     which must lie under one of CgroupParents. On Docker the cgroup
+//     parent is chosen by the Docker API caller (--cgroup-parent), who is
+//     root-equivalent: this authorises the caller, never the image.
+//
+// AllowAll lifts the restriction (single-tenant nodes).
 type HighAllow struct {
-	Namespaces []string          `json:"namespaces" yaml:"namespaces"`
-	Labels     map[string]string `json:"labels" yaml:"labels"`
-	AllowAll   bool              `json:"allow_all" yaml:"allow_all"`
-	// MaxConcurrent caps the number of enrolled high containers (0: no cap).
-	MaxConcurrent int `json:"max_concurrent" yaml:"max_concurrent"`
+	Namespaces     []string          `json:"namespaces" yaml:"namespaces"`
+	PodLabels      map[string]string `json:"pod_labels,omitempty" yaml:"pod_labels"`
+	TrustPodLabels bool              `json:"trust_pod_labels" yaml:"trust_pod_labels"`
+	// CgroupParents are cgroup paths relative to cgroup_root, e.g.
+	// agents-high.slice or user.slice/user-1001.slice.
+	CgroupParents []string `json:"cgroup_parents,omitempty" yaml:"cgroup_parents"`
+	AllowAll      bool     `json:"allow_all" yaml:"allow_all"`
+	// MaxConcurrent caps the enrolled high containers on the node, both
+	// front doors together. Unset means DefaultMaxHigh; an explicit 0
+	// means no cap.
+	MaxConcurrent *int `json:"max_concurrent,omitempty" yaml:"max_concurrent"`
+	// Labels was the old label allowlist, which also read container
+	// labels. It is rejected with an explanation (see Validate).
+	Labels map[string]string `json:"labels,omitempty" yaml:"labels"`
+}
+
+// Cap returns the effective cap on high containers; 0 means none.
+func (h HighAllow) Cap() int {
+	if h.MaxConcurrent == nil {
+		return DefaultMaxHigh
+	}
+	return *h.MaxConcurrent
 }
 
 // Config is the agentcg configuration file shared by the plugin and the hook.
@@ -96,6 +130,7 @@ func DefaultConfig() Config {
 		FailMode:      FailOpen,
 		Mode:          policy.ModeAuto,
 		Policy:        policy.DefaultConfig(),
+		High:          HighAllow{MaxConcurrent: new(DefaultMaxHigh)},
 	}
 }
 
@@ -120,6 +155,9 @@ func (c Config) WithDefaults() Config {
 	if c.Mode == "" {
 		c.Mode = d.Mode
 	}
+	if c.High.MaxConcurrent == nil {
+		c.High.MaxConcurrent = new(DefaultMaxHigh)
+	}
 	c.Policy = c.Policy.WithDefaults()
 	return c
 }
@@ -140,10 +178,46 @@ func (c Config) Validate() error {
 	if c.HookTimeout < 0 {
 		return fmt.Errorf("hook_timeout %s: must not be negative", time.Duration(c.HookTimeout))
 	}
-	if c.High.MaxConcurrent < 0 {
-		return fmt.Errorf("high.max_concurrent %d: must not be negative", c.High.MaxConcurrent)
+	if err := c.High.validate(); err != nil {
+		return err
+	}
+	if c.AnnotationKey == "" || strings.ContainsAny(c.AnnotationKey, " \t\n") {
+		return fmt.Errorf("annotation_key %q: must be a non-empty key without spaces", c.AnnotationKey)
 	}
 	return c.Policy.Validate()
+}
+
+func (h HighAllow) validate() error {
+	if len(h.Labels) > 0 {
+		return errors.New("high.labels is no longer accepted: it also matched container labels, which containerd copies from the image's LABELs, so any image could claim high. " +
+			"Use high.namespaces, or high.pod_labels with high.trust_pod_labels: true once an admission policy controls who sets those pod labels (plugin/README.md)")
+	}
+	if len(h.PodLabels) > 0 && !h.TrustPodLabels {
+		return errors.New("high.pod_labels is set but high.trust_pod_labels is false: pod labels authorise high only behind an admission policy that controls who may set them; set high.trust_pod_labels: true to say one is in place")
+	}
+	if h.MaxConcurrent != nil && *h.MaxConcurrent < 0 {
+		return fmt.Errorf("high.max_concurrent %d: must not be negative (0 means no cap)", *h.MaxConcurrent)
+	}
+	for i, p := range h.CgroupParents {
+		if err := checkCgroupParent(p); err != nil {
+			return fmt.Errorf("high.cgroup_parents[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// checkCgroupParent accepts a clean relative path without "." or ".."
+// components.
+func checkCgroupParent(p string) error {
+	if p == "" || strings.HasPrefix(p, "/") {
+		return fmt.Errorf("%q: must be a path relative to cgroup_root, e.g. agents-high.slice", p)
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == "" || c == "." || c == ".." {
+			return fmt.Errorf("%q: empty, \".\" and \"..\" components are not allowed", p)
+		}
+	}
+	return nil
 }
 
 // ParseConfig reads a YAML or JSON configuration (JSON is valid YAML),

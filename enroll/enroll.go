@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 
@@ -15,14 +15,22 @@ import (
 
 // Container is what a front door (NRI event, OCI state) knows about a container.
 type Container struct {
-	ID          string
-	Pid         int    // init pid; 0 when unknown
-	CgroupsPath string // OCI linux.cgroupsPath; "" when unknown
-	// Annotations are searched for the priority key; Labels and Namespace
-	// only authorise "high".
+	ID   string
+	Door Door   // which front door is enrolling it (required)
+	Name string // container name in its pod, for KEY/container.<name>; "" if unknown
+	Pid  int    // init pid; 0 when unknown
+	// CgroupsPath is the OCI linux.cgroupsPath as the runtime set it; "" when unknown.
+	CgroupsPath string
+	// Annotations are untrusted: they are searched for the priority key
+	// (EffectiveAnnotation) and never authorise high.
 	Annotations map[string]string
-	Labels      map[string]string
-	Namespace   string // Kubernetes namespace; "" derives it from labels/annotations
+	// Namespace is the Kubernetes namespace as the kubelet reported it to
+	// the runtime (NRI's pod.GetNamespace()). Only the NRI door sets it; it
+	// is never derived from an annotation or a label.
+	Namespace string
+	// PodLabels are the pod-sandbox labels (NRI door). They authorise high
+	// only with high.trust_pod_labels. Container labels are never read.
+	PodLabels map[string]string
 }
 
 // Outcome is what an enrollment did.
@@ -40,21 +48,25 @@ const (
 type Reason string
 
 const (
-	ReasonNone            Reason = ""
-	ReasonInvalidValue    Reason = "invalid_value"
-	ReasonNotAllowed      Reason = "not_allowed"
-	ReasonHighCap         Reason = "high_cap"
-	ReasonCgroupNotFound  Reason = "cgroup_unresolved"
-	ReasonCgroupOutside   Reason = "cgroup_outside_root"
-	ReasonAttachFailed    Reason = "attach_failed"
-	ReasonStateFailed     Reason = "state_failed"
-	ReasonInvalidID       Reason = "invalid_id"
-	ReasonContextCanceled Reason = "timeout"
+	ReasonNone             Reason = ""
+	ReasonInvalidValue     Reason = "invalid_value"
+	ReasonNotAllowed       Reason = "not_allowed"
+	ReasonHighCap          Reason = "high_cap"
+	ReasonCgroupNotFound   Reason = "cgroup_unresolved"
+	ReasonCgroupOutside    Reason = "cgroup_outside_root"
+	ReasonAttachFailed     Reason = "attach_failed"
+	ReasonDetachFailed     Reason = "detach_failed"
+	ReasonStateFailed      Reason = "state_failed"
+	ReasonRecordUnreadable Reason = "record_unreadable"
+	ReasonInvalidID        Reason = "invalid_id"
+	ReasonContextCanceled  Reason = "timeout"
 )
 
 // Result describes one Enroll or Unenroll.
 type Result struct {
 	ID        string
+	Door      Door
+	Key       string // the annotation key that matched
 	Priority  policy.Priority
 	CgroupDir string
 	Outcome   Outcome
@@ -63,21 +75,38 @@ type Result struct {
 	Err       error // why it was rejected or failed
 }
 
-// Enroller applies priorities to containers through a policy.
+// Opener opens the policy of a mode other than the enroller's own, so that
+// a record is detached through the mode that attached it.
+type Opener func(ctx context.Context, m policy.Mode) (policy.Policy, error)
+
+// Option configures an Enroller.
+type Option func(*Enroller)
+
+// WithOpener sets how policies of other modes are opened for detach. Without
+// it, a record of another mode fails to detach with an error that says so.
+func WithOpener(o Opener) Option { return func(e *Enroller) { e.opener = o } }
+
+// Enroller applies priorities to containers through a policy. It holds no
+// lock across a kernel call: enrollments of one container are serialised
+// with each other (so a Stop that overtakes a slow attach waits for it and
+// nothing leaks), different containers never wait for each other, and the
+// node-wide state lock is held only around the high-cap count and the
+// record write.
 type Enroller struct {
 	cfg      Config
 	pol      policy.Policy
 	log      *slog.Logger
 	resolver Resolver
 	records  Records
-	// mu serialises enrollments with each other (the high cap) and with
-	// unenrollments: a Stop that overtakes a slow Attach must wait for it,
-	// or the attach would pin after the detach and leak.
-	mu sync.Mutex
+	ids      keyedMutex
+	opener   Opener
+
+	mu     sync.Mutex // guards others
+	others map[policy.Mode]policy.Policy
 }
 
 // New returns an Enroller for cfg (defaults filled) over pol.
-func New(cfg Config, pol policy.Policy, log *slog.Logger) (*Enroller, error) {
+func New(cfg Config, pol policy.Policy, log *slog.Logger, opts ...Option) (*Enroller, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -85,13 +114,30 @@ func New(cfg Config, pol policy.Policy, log *slog.Logger) (*Enroller, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Enroller{
+	e := &Enroller{
 		cfg:      cfg,
 		pol:      pol,
 		log:      log,
 		resolver: Resolver{Root: cfg.CgroupRoot, ProcRoot: cfg.ProcRoot},
 		records:  Records{Dir: cfg.StateDir},
-	}, nil
+		others:   map[policy.Mode]policy.Policy{},
+	}
+	for _, o := range opts {
+		o(e)
+	}
+	return e, nil
+}
+
+// Close releases the policies opened for other modes (not the enroller's own).
+func (e *Enroller) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var errs []error
+	for m, p := range e.others {
+		errs = append(errs, p.Close())
+		delete(e.others, m)
+	}
+	return errors.Join(errs...)
 }
 
 // Config returns the effective configuration.
@@ -109,10 +155,10 @@ func (e *Enroller) Records() Records { return e.records }
 // fail_mode closed. Under fail_mode open the Result still says what happened.
 func (e *Enroller) Enroll(ctx context.Context, c Container) (Result, error) {
 	res := e.enroll(ctx, c)
-	log := e.log.With("container", c.ID, "cgroup", res.CgroupDir, "priority", string(res.Priority))
+	log := e.log.With("container", c.ID, "door", string(c.Door), "cgroup", res.CgroupDir, "priority", string(res.Priority))
 	switch res.Outcome {
 	case Attached:
-		log.Info("attached", "mode", string(res.Link.Mode), "pin", res.Link.PinPath)
+		log.Info("attached", "mode", string(res.Link.Mode), "pin", res.Link.PinPath, "key", res.Key)
 		return res, nil
 	case Skipped:
 		log.Debug("no priority annotation", "key", e.cfg.AnnotationKey)
@@ -127,7 +173,7 @@ func (e *Enroller) Enroll(ctx context.Context, c Container) (Result, error) {
 }
 
 func (e *Enroller) enroll(ctx context.Context, c Container) Result {
-	res := Result{ID: c.ID}
+	res := Result{ID: c.ID, Door: c.Door}
 	reject := func(o Outcome, r Reason, err error) Result {
 		res.Outcome, res.Reason, res.Err = o, r, err
 		return res
@@ -135,59 +181,78 @@ func (e *Enroller) enroll(ctx context.Context, c Container) Result {
 	if _, err := e.records.path(c.ID); err != nil {
 		return reject(Rejected, ReasonInvalidID, err)
 	}
-	val, ok := c.Annotations[e.cfg.AnnotationKey]
+	if _, err := ParseDoor(string(c.Door)); err != nil {
+		return reject(Rejected, ReasonInvalidID, fmt.Errorf("container %s: %w", c.ID, err))
+	}
+	val, key, ok := EffectiveAnnotation(c.Annotations, e.cfg.AnnotationKey, c.Name)
 	if !ok {
 		res.Outcome = Skipped
 		return res
 	}
-	prio, err := policy.ParsePriority(val)
+	res.Key = key
+	prio, err := ParseAnnotation(key, val)
 	if err != nil {
-		return reject(Rejected, ReasonInvalidValue, fmt.Errorf("annotation %s: %w", e.cfg.AnnotationKey, err))
+		return reject(Rejected, ReasonInvalidValue, err)
 	}
 	res.Priority = prio
-	if prio == policy.High {
-		if err := e.authoriseHigh(c); err != nil {
-			return reject(Rejected, ReasonNotAllowed, err)
-		}
+
+	unlock, err := e.ids.lock(ctx, c.ID)
+	if err != nil {
+		return reject(Failed, ReasonContextCanceled, fmt.Errorf("waiting for earlier work on container %s: %w", c.ID, err))
 	}
-	dir, err := e.resolver.Resolve(c.Pid, c.CgroupsPath)
+	defer unlock()
+
+	dirf, dir, err := e.resolver.Open(c.Pid, c.CgroupsPath)
 	if err != nil {
 		if errors.Is(err, ErrOutsideRoot) {
 			return reject(Rejected, ReasonCgroupOutside, err)
 		}
 		return reject(Failed, ReasonCgroupNotFound, err)
 	}
+	defer dirf.Close()
 	res.CgroupDir = dir
+	if prio == policy.High {
+		if err := e.authoriseHigh(c, dir); err != nil {
+			return reject(Rejected, ReasonNotAllowed, err)
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return reject(Failed, ReasonContextCanceled, err)
 	}
 
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if prio == policy.High && e.cfg.High.MaxConcurrent > 0 {
-		unlock, err := e.lockState()
-		if err != nil {
-			return reject(Failed, ReasonStateFailed, err)
-		}
-		defer unlock()
-		n, err := e.countHigh(c.ID)
-		if err != nil {
-			return reject(Failed, ReasonStateFailed, err)
-		}
-		if n >= e.cfg.High.MaxConcurrent {
-			return reject(Rejected, ReasonHighCap, fmt.Errorf("%d high containers already enrolled (high.max_concurrent %d)", n, e.cfg.High.MaxConcurrent))
+	prev, hadPrev, err := e.records.Get(c.ID)
+	if err != nil && !errors.Is(err, ErrBadRecord) {
+		return reject(Failed, ReasonStateFailed, err)
+	}
+	if hadPrev && prev.Mode != "" && prev.Mode != e.pol.Mode() {
+		// The mode changed since this container was attached: take the old
+		// attachment off through its own mechanism first.
+		if err := e.detachRecord(ctx, prev); err != nil {
+			e.log.Warn("detaching the previous attachment before re-attaching", "container", c.ID, "mode", string(prev.Mode), "err", err)
 		}
 	}
 	// Record first: if we die after the attach, Unenroll and reconcile can
 	// still find the cgroup.
-	rec := Record{ID: c.ID, CgroupDir: dir, Priority: prio, Mode: e.pol.Mode()}
-	if err := e.records.Put(rec); err != nil {
-		return reject(Failed, ReasonStateFailed, err)
+	rec := Record{ID: c.ID, Door: c.Door, CgroupDir: dir, Priority: prio, Mode: e.pol.Mode()}
+	if r, err := e.putRecord(ctx, rec); err != nil {
+		if r == ReasonHighCap {
+			return reject(Rejected, r, err)
+		}
+		return reject(Failed, r, err)
 	}
-	link, err := e.pol.Attach(ctx, dir, prio)
+	var link policy.Link
+	if da, ok := e.pol.(policy.DirAttacher); ok {
+		link, err = da.AttachDir(ctx, dirf, dir, prio)
+	} else {
+		link, err = e.pol.Attach(ctx, dir, prio)
+	}
 	if err != nil {
-		if derr := e.records.Delete(c.ID); derr != nil {
-			e.log.Warn("dropping record after failed attach", "container", c.ID, "err", derr)
+		if !hadPrev {
+			if derr := e.records.Delete(c.ID); derr != nil {
+				e.log.Warn("dropping record after failed attach", "container", c.ID, "err", derr)
+			}
+		} else if perr := e.records.Put(prev); perr != nil {
+			e.log.Warn("restoring the previous record after failed attach", "container", c.ID, "err", perr)
 		}
 		if ctx.Err() != nil {
 			return reject(Failed, ReasonContextCanceled, fmt.Errorf("attach %s to %s: %w", prio, dir, err))
@@ -198,61 +263,106 @@ func (e *Enroller) enroll(ctx context.Context, c Container) Result {
 	return res
 }
 
-// authoriseHigh checks the allowlist for a container claiming high.
-func (e *Enroller) authoriseHigh(c Container) error {
+// putRecord writes rec; for high under a cap it first counts the enrolled
+// high containers, holding the state lock (bounded by ctx) only for the
+// count and the write, so that concurrent hook processes and the plugin
+// agree on the count.
+func (e *Enroller) putRecord(ctx context.Context, rec Record) (Reason, error) {
+	limit := e.cfg.High.Cap()
+	if rec.Priority != policy.High || limit == 0 {
+		if err := e.records.Put(rec); err != nil {
+			return ReasonStateFailed, err
+		}
+		return ReasonNone, nil
+	}
+	unlock, err := dirlock.LockContext(ctx, e.cfg.StateDir)
+	if err != nil {
+		if errors.Is(err, dirlock.ErrTimeout) {
+			return ReasonContextCanceled, err
+		}
+		return ReasonStateFailed, err
+	}
+	defer unlock()
+	recs, bad, err := e.records.List()
+	if err != nil {
+		return ReasonStateFailed, err
+	}
+	e.logBad(bad)
+	n := 0
+	for _, r := range recs {
+		if r.Priority == policy.High && r.ID != rec.ID {
+			n++
+		}
+	}
+	if n >= limit {
+		return ReasonHighCap, fmt.Errorf("%d high containers already enrolled on this node (high.max_concurrent %d)", n, limit)
+	}
+	if err := e.records.Put(rec); err != nil {
+		return ReasonStateFailed, err
+	}
+	return ReasonNone, nil
+}
+
+// authoriseHigh checks, for a container claiming high, the sources its
+// front door can vouch for (see HighAllow).
+func (e *Enroller) authoriseHigh(c Container, dir string) error {
 	a := e.cfg.High
 	if a.AllowAll {
 		return nil
 	}
-	ns := NamespaceOf(c)
-	if ns != "" && slices.Contains(a.Namespaces, ns) {
-		return nil
-	}
-	for k, v := range a.Labels {
-		if got, ok := c.Labels[k]; ok && got == v {
+	switch c.Door {
+	case DoorNRI:
+		if c.Namespace != "" && slices.Contains(a.Namespaces, c.Namespace) {
 			return nil
 		}
-	}
-	return fmt.Errorf("priority high not allowed for namespace %q (allowed namespaces %v, labels %v)", ns, a.Namespaces, a.Labels)
-}
-
-// NamespaceOf returns c's Kubernetes namespace: the explicit field, else the
-// io.kubernetes.pod.namespace label, else that annotation.
-func NamespaceOf(c Container) string {
-	if c.Namespace != "" {
-		return c.Namespace
-	}
-	if ns := c.Labels[NamespaceKey]; ns != "" {
-		return ns
-	}
-	return c.Annotations[NamespaceKey]
-}
-
-func (e *Enroller) countHigh(except string) (int, error) {
-	recs, err := e.records.List()
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, r := range recs {
-		if r.Priority == policy.High && r.ID != except {
-			n++
+		if a.TrustPodLabels && len(a.PodLabels) > 0 {
+			for k, v := range a.PodLabels {
+				if got, ok := c.PodLabels[k]; ok && got == v {
+					return nil
+				}
+			}
+			return fmt.Errorf("priority high not allowed for pod namespace %q (high.namespaces %v, high.pod_labels %v)", c.Namespace, a.Namespaces, a.PodLabels)
 		}
+		return fmt.Errorf("priority high not allowed for pod namespace %q (high.namespaces %v)", c.Namespace, a.Namespaces)
+	case DoorHook:
+		root, err := filepath.EvalSymlinks(e.cfg.CgroupRoot)
+		if err != nil {
+			return fmt.Errorf("cgroup root %s: %w", e.cfg.CgroupRoot, err)
+		}
+		rel, err := filepath.Rel(root, dir)
+		if err == nil {
+			for _, p := range a.CgroupParents {
+				if under(rel, p) {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("priority high not allowed for cgroup %s: not under any of high.cgroup_parents %v (relative to %s)", dir, a.CgroupParents, root)
 	}
-	return n, nil
+	return fmt.Errorf("priority high not allowed: unknown door %q", c.Door)
 }
 
-// lockState takes an exclusive flock on the state dir so that concurrent
-// hook processes agree on the high count.
-func (e *Enroller) lockState() (func(), error) { return dirlock.Lock(e.cfg.StateDir) }
-
-// Unenroll detaches whatever Enroll attached for id, using the record so
-// that it works after the cgroup is gone. Unknown ids are not an error.
+// Unenroll detaches whatever Enroll attached for id, through the mode that
+// attached it, using the record so that it works after the cgroup is gone.
+// Unknown ids are not an error. An unreadable record is moved aside
+// (Records.Quarantine) and reported with ReasonRecordUnreadable; the link
+// it described, if any, is removed by the next orphan sweep once its cgroup
+// is gone.
 func (e *Enroller) Unenroll(ctx context.Context, id string) (Result, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	res := Result{ID: id, Outcome: Skipped}
+	unlock, err := e.ids.lock(ctx, id)
+	if err != nil {
+		res.Outcome, res.Reason, res.Err = Failed, ReasonContextCanceled, err
+		return res, fmt.Errorf("detach container %s: waiting for earlier work: %w", id, err)
+	}
+	defer unlock()
 	rec, ok, err := e.records.Get(id)
+	if errors.Is(err, ErrBadRecord) {
+		res.Outcome, res.Reason, res.Err = Failed, ReasonRecordUnreadable, err
+		to, qerr := e.records.Quarantine(id)
+		e.log.Error("unreadable record; moved aside, its link (if any) goes with the next orphan sweep", "container", id, "err", err, "moved_to", to, "move_err", qerr)
+		return res, err
+	}
 	if err != nil {
 		res.Outcome, res.Reason, res.Err = Failed, ReasonStateFailed, err
 		e.log.Error("detach", "container", id, "err", err)
@@ -262,10 +372,10 @@ func (e *Enroller) Unenroll(ctx context.Context, id string) (Result, error) {
 		e.log.Debug("nothing enrolled", "container", id)
 		return res, nil
 	}
-	res.CgroupDir, res.Priority = rec.CgroupDir, rec.Priority
-	if err := e.pol.Detach(ctx, rec.CgroupDir); err != nil {
-		res.Outcome, res.Reason, res.Err = Failed, ReasonAttachFailed, err
-		e.log.Error("detach", "container", id, "cgroup", rec.CgroupDir, "err", err)
+	res.Door, res.CgroupDir, res.Priority = rec.Door, rec.CgroupDir, rec.Priority
+	if err := e.detachRecord(ctx, rec); err != nil {
+		res.Outcome, res.Reason, res.Err = Failed, ReasonDetachFailed, err
+		e.log.Error("detach", "container", id, "cgroup", rec.CgroupDir, "mode", string(rec.Mode), "err", err)
 		return res, fmt.Errorf("detach container %s from %s: %w", id, rec.CgroupDir, err)
 	}
 	if err := e.records.Delete(id); err != nil {
@@ -273,76 +383,91 @@ func (e *Enroller) Unenroll(ctx context.Context, id string) (Result, error) {
 		return res, err
 	}
 	res.Outcome = Detached
-	e.log.Info("detached", "container", id, "cgroup", rec.CgroupDir, "priority", string(rec.Priority))
+	e.log.Info("detached", "container", id, "door", string(rec.Door), "cgroup", rec.CgroupDir, "priority", string(rec.Priority), "mode", string(rec.Mode))
 	return res, nil
 }
 
-// reconciler is implemented by policies (the BPF one) that can remove
-// their own orphans, including pins they hold no record of.
-type reconciler interface {
-	Reconcile(ctx context.Context) ([]policy.Link, error)
+// detachRecord detaches through the policy of the record's mode.
+func (e *Enroller) detachRecord(ctx context.Context, rec Record) error {
+	pol, err := e.policyFor(ctx, rec.Mode)
+	if err != nil {
+		return err
+	}
+	return pol.Detach(ctx, rec.CgroupDir)
 }
 
-// ReconcileReport summarises a Reconcile.
-type ReconcileReport struct {
-	Enrolled []Result // one per running container
-	Stale    []Result // records of containers no longer running, unenrolled
-	Orphans  []string // cgroup dirs of links whose cgroup is gone, detached
+// policyFor returns the policy of mode m: the enroller's own, or one opened
+// (once) through the Opener. The open runs outside the lock, so a slow
+// open never blocks other modes' users.
+func (e *Enroller) policyFor(ctx context.Context, m policy.Mode) (policy.Policy, error) {
+	if m == "" || m == e.pol.Mode() {
+		return e.pol, nil
+	}
+	e.mu.Lock()
+	p, ok := e.others[m]
+	e.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	if e.opener == nil {
+		return nil, fmt.Errorf("recorded mode %s differs from the running mode %s and no opener is set", m, e.pol.Mode())
+	}
+	p, err := e.opener(ctx, m)
+	if err != nil {
+		return nil, fmt.Errorf("open the %s policy for a record attached in that mode: %w", m, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if old, ok := e.others[m]; ok {
+		p.Close()
+		return old, nil
+	}
+	e.others[m] = p
+	return p, nil
 }
 
-// Reconcile makes the policy match the running containers: it enrolls each
-// of them (attaching is idempotent), unenrolls records of containers that are
-// gone, and detaches links whose cgroup no longer exists. Errors are
-// collected; Reconcile does as much as it can.
-func (e *Enroller) Reconcile(ctx context.Context, running []Container) (ReconcileReport, error) {
-	var rep ReconcileReport
-	var errs []error
-	live := map[string]bool{}
-	for _, c := range running {
-		live[c.ID] = true
-		res, err := e.Enroll(ctx, c)
-		rep.Enrolled = append(rep.Enrolled, res)
-		errs = append(errs, err)
+func (e *Enroller) logBad(bad []BadRecord) {
+	for _, b := range bad {
+		e.log.Warn("skipping unreadable record", "container", b.ID, "path", b.Path, "err", b.Err)
 	}
-	recs, err := e.records.List()
-	errs = append(errs, err)
-	for _, r := range recs {
-		if live[r.ID] {
-			continue
-		}
-		res, err := e.Unenroll(ctx, r.ID)
-		rep.Stale = append(rep.Stale, res)
-		errs = append(errs, err)
+}
+
+// keyedMutex serialises work per container id; different ids never wait
+// for each other.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	ch   chan struct{} // holds one token while locked
+	refs int
+}
+
+func (k *keyedMutex) lock(ctx context.Context, id string) (func(), error) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
 	}
-	// Orphans: links whose cgroup is gone. A policy that can reconcile
-	// itself also finds pins it has no record of.
-	if r, ok := e.pol.(reconciler); ok {
-		removed, err := r.Reconcile(ctx)
-		errs = append(errs, err)
-		for _, l := range removed {
-			e.log.Info("removed orphan link", "cgroup", l.CgroupPath, "cgroup_id", l.CgroupID, "pin", l.PinPath)
-			rep.Orphans = append(rep.Orphans, l.CgroupPath)
-		}
-		return rep, errors.Join(errs...)
+	ent := k.m[id]
+	if ent == nil {
+		ent = &keyedEntry{ch: make(chan struct{}, 1)}
+		k.m[id] = ent
 	}
-	links, err := e.pol.List(ctx)
-	errs = append(errs, err)
-	for _, l := range links {
-		if !l.Orphan {
-			if _, err := os.Stat(l.CgroupPath); err == nil {
-				continue
-			}
+	ent.refs++
+	k.mu.Unlock()
+	release := func() {
+		k.mu.Lock()
+		if ent.refs--; ent.refs == 0 {
+			delete(k.m, id)
 		}
-		if l.CgroupPath == "" {
-			e.log.Warn("orphan link without a cgroup path; the policy cannot detach it by path", "cgroup_id", l.CgroupID, "pin", l.PinPath)
-			continue
-		}
-		if err := e.pol.Detach(ctx, l.CgroupPath); err != nil {
-			errs = append(errs, fmt.Errorf("detach orphan %s: %w", l.CgroupPath, err))
-			continue
-		}
-		e.log.Info("removed orphan link", "cgroup", l.CgroupPath, "cgroup_id", l.CgroupID, "pin", l.PinPath)
-		rep.Orphans = append(rep.Orphans, l.CgroupPath)
+		k.mu.Unlock()
 	}
-	return rep, errors.Join(errs...)
+	select {
+	case ent.ch <- struct{}{}:
+		return func() { <-ent.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
 }

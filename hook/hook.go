@@ -141,7 +141,7 @@ func (h Hook) do(ctx context.Context, stage Stage, st specs.State, log *slog.Log
 	}
 	switch stage {
 	case CreateRuntime:
-		c := enroll.Container{ID: st.ID, Pid: st.Pid, Annotations: st.Annotations, CgroupsPath: bundleCgroupsPath(st.Bundle)}
+		c := enroll.Container{ID: st.ID, Door: enroll.DoorHook, Pid: st.Pid, Annotations: st.Annotations, CgroupsPath: bundleCgroupsPath(st.Bundle)}
 		// Enroll logs the outcome and errs only under fail_mode closed.
 		_, err := e.Enroll(ctx, c)
 		return err

@@ -12,7 +12,7 @@ func TestExampleConfigParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.High.Namespaces[0] != "agents-prod" || c.High.Labels["agentcg.io/tier"] != "gold" || c.Policy.GatePct != 80 {
+	if c.High.Namespaces[0] != "agents-prod" || c.High.PodLabels["agentcg.io/tier"] != "gold" || c.Policy.GatePct != 80 {
 		t.Fatalf("example parsed as %+v", c)
 	}
 }

@@ -55,7 +55,7 @@ func (p *Plugin) Synchronize(ctx context.Context, pods []*api.PodSandbox, ctrs [
 			running = append(running, containerOf(byID[c.GetPodSandboxId()], c))
 		}
 	}
-	rep, err := p.e.Reconcile(ctx, running)
+	rep, err := p.e.Reconcile(ctx, enroll.DoorNRI, running)
 	for _, r := range rep.Enrolled {
 		p.m.observe(r, 0)
 	}
@@ -150,25 +150,26 @@ func (p *Plugin) unenroll(ctx context.Context, id string) {
 }
 
 // containerOf maps an NRI container to the enroller's view. Pod annotations
-// and labels apply to every container of the pod; the container's own win.
+// apply to every container of the pod, and the container's own win (the
+// priority key itself is looked up NRI's way: KEY/container.<name>, then
+// KEY/pod, then KEY). The namespace is the one the kubelet gave the runtime;
+// pod-sandbox labels are passed for high.trust_pod_labels. Container labels
+// are never passed: containerd copies the image's LABELs into them.
 func containerOf(pod *api.PodSandbox, ctr *api.Container) enroll.Container {
 	ann := maps.Clone(pod.GetAnnotations())
 	if ann == nil {
 		ann = map[string]string{}
 	}
 	maps.Copy(ann, ctr.GetAnnotations())
-	labels := maps.Clone(pod.GetLabels())
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	maps.Copy(labels, ctr.GetLabels())
 	return enroll.Container{
 		ID:          ctr.GetId(),
+		Door:        enroll.DoorNRI,
+		Name:        ctr.GetName(),
 		Pid:         int(ctr.GetPid()),
 		CgroupsPath: ctr.GetLinux().GetCgroupsPath(),
 		Annotations: ann,
-		Labels:      labels,
 		Namespace:   pod.GetNamespace(),
+		PodLabels:   maps.Clone(pod.GetLabels()),
 	}
 }
 

@@ -181,7 +181,7 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, want map[string
 }
 
 func pod(ns string) *api.PodSandbox {
-	return &api.PodSandbox{Id: "pod-" + ns, Name: "p", Namespace: ns, Labels: map[string]string{enroll.NamespaceKey: ns}}
+	return &api.PodSandbox{Id: "pod-" + ns, Name: "p", Namespace: ns, Labels: map[string]string{"io.kubernetes.pod.namespace": ns}}
 }
 
 func TestEvents(t *testing.T) {
@@ -203,7 +203,7 @@ func TestEvents(t *testing.T) {
 		{name: "invalid value fail-closed", ns: "prod", ann: map[string]string{"agentcg.priority": "max"}, cgroup: "/kubepods/c", mkdir: true, failMode: enroll.FailClosed, reason: enroll.ReasonInvalidValue, startErr: "allowed values are high, low"},
 		{name: "high from other namespace", ns: "dev", ann: map[string]string{"agentcg.priority": "high"}, cgroup: "/kubepods/c", mkdir: true, reason: enroll.ReasonNotAllowed},
 		{name: "unresolvable cgroup", ns: "prod", ann: map[string]string{"agentcg.priority": "low"}, reason: enroll.ReasonCgroupNotFound},
-		{name: "cgroup outside root", ns: "prod", ann: map[string]string{"agentcg.priority": "low"}, cgroup: "/../../../../../../tmp", reason: enroll.ReasonCgroupOutside},
+		{name: "cgroup outside root", ns: "prod", ann: map[string]string{"agentcg.priority": "low"}, cgroup: "/kubepods/../../../../../../tmp", reason: enroll.ReasonCgroupOutside},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -301,7 +301,7 @@ func TestSynchronize(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, id := range []string{"a", "stale"} {
-				if _, err := en.Enroll(context.Background(), enroll.Container{ID: id, CgroupsPath: "/kubepods/" + id, Annotations: low}); err != nil {
+				if _, err := en.Enroll(context.Background(), enroll.Container{ID: id, Door: enroll.DoorNRI, CgroupsPath: "/kubepods/" + id, Annotations: low}); err != nil {
 					t.Fatal(err)
 				}
 			}

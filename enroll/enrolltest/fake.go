@@ -19,17 +19,22 @@ type Call struct {
 	Priority policy.Priority
 }
 
-// Policy is an in-memory policy.Policy. Set AttachErr to make attaches fail
-// and Block to make them wait until the channel is closed or ctx ends.
+// Policy is an in-memory policy.Policy that also implements
+// policy.DirAttacher (see PathOnly for one that does not) and
+// policy.TotalsReader. Set AttachErr to make attaches fail and Block (or
+// SetBlock) to make them wait until the channel is closed or ctx ends.
 type Policy struct {
 	PolicyMode policy.Mode
 	AttachErr  error
 	Block      chan struct{}
 
-	mu    sync.Mutex
-	calls []Call
-	links map[string]policy.Link
-	stats map[uint64]policy.Counters
+	mu       sync.Mutex
+	calls    []Call
+	viaFD    int
+	links    map[string]policy.Link
+	stats    map[uint64]policy.Counters
+	totals   map[policy.Priority]policy.Counters
+	attached chan string
 }
 
 // New returns a fake in the given mode (ModeBPF if empty).
@@ -42,10 +47,59 @@ func New(m policy.Mode) *Policy {
 
 func (p *Policy) Mode() policy.Mode { return p.PolicyMode }
 
+// SetBlock makes later attaches wait for ch (nil: no wait).
+func (p *Policy) SetBlock(ch chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.Block = ch
+}
+
+// Entered returns a channel that receives the cgroup dir of each attach
+// as it starts (before any Block), for tests that must know an attach is
+// in flight. Call it before the attaches.
+func (p *Policy) Entered() <-chan string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.attached == nil {
+		p.attached = make(chan string, 1024)
+	}
+	return p.attached
+}
+
+// AttachDir is policy.DirAttacher: the fake checks that dir is the open
+// directory of path and counts the call.
+func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio policy.Priority) (policy.Link, error) {
+	a, err := dir.Stat()
+	if err != nil {
+		return policy.Link{}, fmt.Errorf("fake attach: stat fd: %w", err)
+	}
+	b, err := os.Stat(path)
+	if err != nil || !os.SameFile(a, b) {
+		return policy.Link{}, fmt.Errorf("fake attach: fd %s is not %s (%v)", dir.Name(), path, err)
+	}
+	p.mu.Lock()
+	p.viaFD++
+	p.mu.Unlock()
+	return p.Attach(ctx, path, prio)
+}
+
+// ViaFD counts the attaches that came through AttachDir.
+func (p *Policy) ViaFD() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.viaFD
+}
+
 func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (policy.Link, error) {
-	if p.Block != nil {
+	p.mu.Lock()
+	block, entered := p.Block, p.attached
+	p.mu.Unlock()
+	if entered != nil {
+		entered <- dir
+	}
+	if block != nil {
 		select {
-		case <-p.Block:
+		case <-block:
 		case <-ctx.Done():
 			return policy.Link{}, fmt.Errorf("fake attach %s: %w", dir, ctx.Err())
 		}
@@ -98,6 +152,42 @@ func (p *Policy) Stats(context.Context) (map[uint64]policy.Counters, error) {
 }
 
 func (p *Policy) Close() error { return nil }
+
+// Totals is policy.TotalsReader: whatever SetTotals set.
+func (p *Policy) Totals(context.Context) (map[policy.Priority]policy.Counters, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[policy.Priority]policy.Counters, len(p.totals))
+	for k, v := range p.totals {
+		out[k] = v
+	}
+	return out, nil
+}
+
+// SetTotals sets the node-wide counters of a priority.
+func (p *Policy) SetTotals(prio policy.Priority, c policy.Counters) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.totals == nil {
+		p.totals = map[policy.Priority]policy.Counters{}
+	}
+	p.totals[prio] = c
+}
+
+// PathOnly hides the optional interfaces (DirAttacher, TotalsReader) of
+// the fake, as a policy without them would look.
+type PathOnly struct{ P *Policy }
+
+func (o PathOnly) Mode() policy.Mode { return o.P.Mode() }
+func (o PathOnly) Attach(ctx context.Context, dir string, prio policy.Priority) (policy.Link, error) {
+	return o.P.Attach(ctx, dir, prio)
+}
+func (o PathOnly) Detach(ctx context.Context, dir string) error    { return o.P.Detach(ctx, dir) }
+func (o PathOnly) List(ctx context.Context) ([]policy.Link, error) { return o.P.List(ctx) }
+func (o PathOnly) Stats(ctx context.Context) (map[uint64]policy.Counters, error) {
+	return o.P.Stats(ctx)
+}
+func (o PathOnly) Close() error { return nil }
 
 // SetStats sets the counters reported for a cgroup id.
 func (p *Policy) SetStats(id uint64, c policy.Counters) {

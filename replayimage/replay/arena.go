@@ -17,6 +17,7 @@ const growChunk = 16 << 20
 const (
 	PopulateMadvise = "madvise_populate_write"
 	PopulateTouch   = "touch"
+	PopulateContent = "content"
 )
 
 // Arena is one anonymous mapping whose first Pages() pages are resident and
@@ -26,6 +27,8 @@ type Arena struct {
 	pageSize int
 	pages    int // resident prefix, in pages
 	touch    bool
+	fill     *Content // nil: pages are populated zero-filled
+	sum      byte     // XOR of retouch reads
 }
 
 // NewArena reserves maxBytes (rounded up to pages) without touching it.
@@ -57,8 +60,16 @@ func (a *Arena) Pages() int { return a.pages }
 // MaxPages is the arena's capacity in pages.
 func (a *Arena) MaxPages() int { return len(a.mem) / a.pageSize }
 
+// SetContent makes every page that grows from now on carry c's content
+// (written by the CPU) instead of being populated zero-filled. Zero pages
+// cost a compressed swap device nothing, which would fake a swap regime.
+func (a *Arena) SetContent(c *Content) { a.fill = c }
+
 // Populate says how pages are made resident.
 func (a *Arena) Populate() string {
+	if a.fill != nil {
+		return PopulateContent
+	}
 	if a.touch {
 		return PopulateTouch
 	}
@@ -94,6 +105,10 @@ func (a *Arena) Resize(ctx context.Context, pages int) error {
 }
 
 func (a *Arena) grow(from, to int) error {
+	if a.fill != nil {
+		a.fill.Write(a.mem[from:to], from/a.pageSize, a.pageSize)
+		return nil
+	}
 	for !a.touch {
 		err := unix.Madvise(a.mem[from:to], unix.MADV_POPULATE_WRITE)
 		switch {
@@ -116,6 +131,18 @@ func touchPages(b []byte, pageSize int) {
 	for off := 0; off < len(b); off += pageSize {
 		b[off] = 1
 	}
+}
+
+// Retouch reads one byte of each of n resident pages starting at page
+// from (wrapping inside the resident prefix) and returns the page after the
+// last one read. A page that was swapped out faults back in here.
+func (a *Arena) Retouch(from, n int) int {
+	if a.pages == 0 {
+		return 0
+	}
+	next, x := retouch(a.mem, a.pageSize, a.pages, from, n)
+	a.sum ^= x
+	return next
 }
 
 // Close unmaps the arena.

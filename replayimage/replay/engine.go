@@ -11,8 +11,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentcg/agentcg/replayimage/trace"
@@ -31,6 +34,32 @@ type Options struct {
 	// StartAt, when set, is a wall-clock barrier: step 0 waits for it, so
 	// that several sessions started at different moments begin together.
 	StartAt time.Time
+	// StartFile, when set, is polled until it holds the start time (Unix
+	// seconds, as text): a barrier whose time is decided once every session
+	// is ready. ReadyFile, when set, is created when the replay is ready to
+	// start (arena mapped, file opened), just before it waits.
+	StartFile string
+	ReadyFile string
+	// Delay postpones step 0 by this much after the start.
+	Delay time.Duration
+
+	// Window is the part of the trace to play (the zero Window: all of it).
+	Window trace.Window
+
+	// RandomShare is the share of each page written with pseudo-random
+	// bytes (the rest stays zero); it sets how well the pages compress in
+	// a swap regime. 0 populates zero-filled pages without writing them.
+	RandomShare float64
+	// Seed varies the random content between sessions.
+	Seed uint64
+	// FileShare is the share of each step's target held as clean page cache
+	// of FilePath (mapped read-only) rather than anonymous memory.
+	FileShare float64
+	FilePath  string
+	// RetouchPerS is the share of the resident pages read again per second
+	// (paced mode), cycling through them: the working set an agent keeps
+	// using. A page that was swapped out or evicted faults back in then.
+	RetouchPerS float64
 
 	// Progress, when set, is called after every step.
 	Progress func(Status)
@@ -100,27 +129,56 @@ type Result struct {
 	TouchedBytes   int64     `json:"touched_bytes"`
 	ReleasedBytes  int64     `json:"released_bytes"`
 	AllocLatencyMs Latency   `json:"alloc_latency_ms"`
+
+	// How the memory was made, and the window played.
+	Window      trace.Window `json:"window"`
+	DelayS      float64      `json:"delay_s"`
+	RandomShare float64      `json:"random_share"`
+	FileShare   float64      `json:"file_share"`
+	RetouchPerS float64      `json:"retouch_per_s"`
+	Passes      int          `json:"passes"` // loop passes begun
+
+	// The schedule's largest target: when it was due (wall seconds from the
+	// start) and when its resize finished. Lateness is the difference.
+	PeakDueS      float64 `json:"peak_due_s"`
+	PeakReachedS  float64 `json:"peak_reached_s"`
+	PeakLatenessS float64 `json:"peak_lateness_s"`
+
+	FilePeakBytes int64 `json:"file_peak_bytes"` // page-cache part of peak_bytes
+
+	// Working-set re-reads: bytes read again, the time spent doing it
+	// (faulting swapped or evicted pages back in shows up here), and the
+	// longest single batch.
+	RetouchedBytes int64   `json:"retouched_bytes"`
+	RetouchS       float64 `json:"retouch_s"`
+	RetouchMaxMs   float64 `json:"retouch_max_ms"`
 }
 
 // Plan is the replay's schedule: per step, when (wall offset from start) and
 // how many resident pages.
 type Plan struct {
-	At    []time.Duration
-	Pages []int
-	CPU   []float64 // percent over the interval ending at the step
+	At     []time.Duration
+	Pages  []int
+	CPU    []float64 // percent over the interval ending at the step
+	Points []trace.Point
 }
 
-// NewPlan scales a trace's timeline and targets. Targets round up to whole
+// NewPlan scales a schedule's times and targets. Targets round up to whole
 // pages, so a replay never undershoots the trace by more than a page.
-func NewPlan(tr *trace.Trace, speed, memScale float64, pageSize int) Plan {
-	p := Plan{}
-	for _, s := range tr.Samples {
+func NewPlan(pts []trace.Point, speed, memScale float64, pageSize int) Plan {
+	p := Plan{Points: pts}
+	for _, s := range pts {
 		p.At = append(p.At, time.Duration(s.T/speed*float64(time.Second)))
-		b := math.Ceil(float64(s.UsedBytes) * memScale / float64(pageSize))
+		b := math.Ceil(float64(s.Bytes) * memScale / float64(pageSize))
 		p.Pages = append(p.Pages, int(b))
 		p.CPU = append(p.CPU, s.CPU)
 	}
 	return p
+}
+
+// filePages is the page-cache part of a target of total pages.
+func filePages(total int, share float64) int {
+	return int(math.Round(float64(total) * share))
 }
 
 func (o *Options) validate() error {
@@ -136,6 +194,24 @@ func (o *Options) validate() error {
 	if o.MaxCPU < 0 {
 		return fmt.Errorf("max-cpu %v: must be >= 0", o.MaxCPU)
 	}
+	if !(o.RandomShare >= 0 && o.RandomShare <= 1) {
+		return fmt.Errorf("random-share %v: must be in [0, 1]", o.RandomShare)
+	}
+	if !(o.FileShare >= 0 && o.FileShare <= 1) {
+		return fmt.Errorf("file-share %v: must be in [0, 1]", o.FileShare)
+	}
+	if o.FileShare > 0 && o.FilePath == "" {
+		return errors.New("file-share needs a file to map (--file)")
+	}
+	if !(o.RetouchPerS >= 0) || math.IsInf(o.RetouchPerS, 0) {
+		return fmt.Errorf("retouch %v: must be ≥ 0", o.RetouchPerS)
+	}
+	if o.Delay < 0 {
+		return fmt.Errorf("delay %v: must be ≥ 0", o.Delay)
+	}
+	if !o.StartAt.IsZero() && o.StartFile != "" {
+		return errors.New("start-at and start-file are exclusive")
+	}
 	return nil
 }
 
@@ -146,24 +222,76 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 	if err := opt.validate(); err != nil {
 		return nil, err
 	}
+	pts, err := tr.Schedule(opt.Window)
+	if err != nil {
+		return nil, err
+	}
+	win, _ := opt.Window.Resolve(tr)
 	res := &Result{
 		Trace: tr.Name, Mode: "paced", Speed: opt.Speed, MemScale: opt.MemScale,
-		CPUReplay: opt.CPU, SamplesTotal: len(tr.Samples),
+		CPUReplay: opt.CPU, SamplesTotal: len(pts), Window: win, DelayS: opt.Delay.Seconds(),
+		RandomShare: opt.RandomShare, FileShare: opt.FileShare, RetouchPerS: opt.RetouchPerS,
 	}
 	if opt.Unpaced {
 		res.Mode = "unpaced"
 	}
-	arena, err := NewArena(int64(math.Ceil(float64(tr.Peak())*opt.MemScale)), opt.Touch)
+	var maxBytes int64
+	for _, p := range pts {
+		maxBytes = max(maxBytes, p.Bytes)
+	}
+	arena, err := NewArena(int64(math.Ceil(float64(maxBytes)*opt.MemScale)), opt.Touch)
 	if err != nil {
 		return nil, err
 	}
 	defer arena.Close()
 	ps := arena.PageSize()
-	plan := NewPlan(tr, opt.Speed, opt.MemScale, ps)
+	if opt.RandomShare > 0 {
+		c, err := NewContent(opt.RandomShare, ps, opt.Seed)
+		if err != nil {
+			return nil, err
+		}
+		arena.SetContent(c)
+	}
+	plan := NewPlan(pts, opt.Speed, opt.MemScale, ps)
+	maxPages := slices.Max(plan.Pages)
+	var file *FileArena
+	if opt.FileShare > 0 {
+		if file, err = OpenFileArena(opt.FilePath, int64(filePages(maxPages, opt.FileShare))*int64(ps)); err != nil {
+			return nil, err
+		}
+		defer file.Close()
+	}
 	res.PageSize = ps
-	res.TargetPeak = int64(slices.Max(plan.Pages)) * int64(ps)
+	res.TargetPeak = int64(maxPages) * int64(ps)
+	peakStep := slices.Index(plan.Pages, maxPages)
+	res.PeakDueS = (opt.Delay + plan.At[peakStep]).Seconds()
 	if !opt.Unpaced {
 		res.IdealS = plan.At[len(plan.At)-1].Seconds()
+	}
+	resize := func(ctx context.Context, pages int) error {
+		fp := 0
+		if file != nil {
+			fp = filePages(pages, opt.FileShare)
+			// Shrink before growing, so the total never overshoots.
+			if fp < file.Pages() {
+				if err := file.Resize(ctx, fp); err != nil {
+					return err
+				}
+			}
+		}
+		if err := arena.Resize(ctx, pages-fp); err != nil {
+			return err
+		}
+		if file != nil && fp > file.Pages() {
+			return file.Resize(ctx, fp)
+		}
+		return nil
+	}
+	resident := func() int {
+		if file != nil {
+			return arena.Pages() + file.Pages()
+		}
+		return arena.Pages()
 	}
 
 	var cpu *burner
@@ -187,11 +315,19 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 	if opt.StepLog != nil {
 		enc = json.NewEncoder(opt.StepLog)
 	}
-	if !opt.StartAt.IsZero() {
-		if err := sleepUntil(ctx, opt.StartAt); err != nil {
-			res.Interrupted = err.Error()
-			return res, nil
+	if opt.ReadyFile != "" {
+		if err := os.WriteFile(opt.ReadyFile, []byte("ready\n"), 0o644); err != nil {
+			return nil, fmt.Errorf("ready file: %w", err)
 		}
+	}
+	startAt, err := waitStart(ctx, opt)
+	if err != nil {
+		res.Interrupted = err.Error()
+		return res, nil
+	}
+	if err := sleepUntil(ctx, startAt); err != nil {
+		res.Interrupted = err.Error()
+		return res, nil
 	}
 	res.StartedAt = time.Now().UTC()
 	start := time.Now()
@@ -204,6 +340,7 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 		monoBase = ts.Nano()
 	}
 	mono := func(t time.Time) int64 { return monoBase + int64(t.Sub(start)) }
+	rt := &retoucher{rate: opt.RetouchPerS, last: start, anon: arena, file: file}
 	finish := func(end time.Time) {
 		res.CompletionS = end.Sub(start).Seconds()
 		res.EndUnix = unixSeconds(end)
@@ -218,11 +355,14 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 		}
 		res.Populate = arena.Populate()
 		res.AllocLatencyMs = summarize(latencies)
+		res.RetouchedBytes = rt.pages * int64(ps)
+		res.RetouchS = rt.busy.Seconds()
+		res.RetouchMaxMs = float64(rt.maxBatch) / float64(time.Millisecond)
 	}
 
 	for i, at := range plan.At {
 		if !opt.Unpaced {
-			if err := sleepUntil(ctx, start.Add(at)); err != nil {
+			if err := rt.idleUntil(ctx, start.Add(at)); err != nil {
 				res.Interrupted = err.Error()
 				finish(time.Now())
 				return res, nil
@@ -232,11 +372,11 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 				cpu.set(plan.CPU[i+1])
 			}
 		}
-		before := arena.Pages()
+		before := resident()
 		t0 := time.Now()
-		err := arena.Resize(ctx, plan.Pages[i])
+		err := resize(ctx, plan.Pages[i])
 		t1 := time.Now()
-		after := arena.Pages()
+		after := resident()
 		busy += t1.Sub(t0)
 		if after > before {
 			res.TouchedBytes += int64(after-before) * int64(ps)
@@ -246,6 +386,9 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 			res.ReleasedBytes += int64(before-after) * int64(ps)
 		}
 		res.PeakBytes = max(res.PeakBytes, int64(after)*int64(ps))
+		if file != nil {
+			res.FilePeakBytes = max(res.FilePeakBytes, int64(file.Pages())*int64(ps))
+		}
 		if err != nil {
 			finish(t1)
 			if ctx.Err() != nil {
@@ -256,6 +399,11 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 			return res, err
 		}
 		res.Samples = i + 1
+		res.Passes = plan.Points[i].Pass + 1
+		if i == peakStep {
+			res.PeakReachedS = opt.Delay.Seconds() + t1.Sub(start).Seconds()
+			res.PeakLatenessS = max(0, res.PeakReachedS-res.PeakDueS)
+		}
 		lag := time.Duration(0)
 		if !opt.Unpaced {
 			lag = max(0, t0.Sub(start.Add(at)))
@@ -263,7 +411,7 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 		}
 		if enc != nil {
 			_ = enc.Encode(Step{
-				I: i, Index: tr.Samples[i].Index, TS: tr.Samples[i].T,
+				I: i, Index: plan.Points[i].Index, TS: plan.Points[i].T,
 				TargetBytes: int64(plan.Pages[i]) * int64(ps), ResidentBytes: int64(after) * int64(ps),
 				StartMonoNs: mono(t0), DoneMonoNs: mono(t1),
 				LatencyMs: float64(t1.Sub(t0)) / float64(time.Millisecond), LagS: lag.Seconds(),
@@ -280,6 +428,110 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 	finish(time.Now())
 	res.Complete = true
 	return res, nil
+}
+
+// waitStart returns when step 0 is due: StartAt, or the time a StartFile
+// announces once it appears, or now; plus Delay. The wall clock after it
+// (StartUnix) excludes the delay, the schedule is relative to it.
+func waitStart(ctx context.Context, opt Options) (time.Time, error) {
+	at := opt.StartAt
+	if opt.StartFile != "" {
+		t := time.NewTicker(startPoll)
+		defer t.Stop()
+		for {
+			if b, err := os.ReadFile(opt.StartFile); err == nil {
+				if v, err := strconv.ParseFloat(strings.TrimSpace(string(b)), 64); err == nil && v > 0 {
+					at = time.Unix(0, int64(v*1e9))
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return at, ctx.Err()
+			case <-t.C:
+			}
+		}
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	return at.Add(opt.Delay), nil
+}
+
+// startPoll is how often a start file is looked for.
+const startPoll = 20 * time.Millisecond
+
+// retouchTick is how often the working set is re-read while a paced
+// replay waits for its next step.
+const retouchTick = 50 * time.Millisecond
+
+// retoucher reads RetouchPerS of the resident pages per second, cycling
+// through anonymous and file pages in proportion to their residency.
+type retoucher struct {
+	rate     float64
+	anon     *Arena
+	file     *FileArena
+	last     time.Time
+	owed     float64
+	anonNext int
+	fileNext int
+	pages    int64
+	busy     time.Duration
+	maxBatch time.Duration
+}
+
+// idleUntil waits for deadline, re-reading the working set meanwhile.
+func (r *retoucher) idleUntil(ctx context.Context, deadline time.Time) error {
+	if r.rate == 0 {
+		return sleepUntil(ctx, deadline)
+	}
+	for {
+		now := time.Now()
+		if !now.Before(deadline) {
+			return ctx.Err()
+		}
+		r.step(now)
+		if err := sleepUntil(ctx, minTime(deadline, time.Now().Add(retouchTick))); err != nil {
+			return err
+		}
+	}
+}
+
+func (r *retoucher) step(now time.Time) {
+	// Time spent resizing is not owed: the re-reads pace with the clock
+	// while the replay waits, and never catch up in a burst.
+	dt := min(now.Sub(r.last), 2*retouchTick)
+	r.last = now
+	a, f := r.anon.Pages(), 0
+	if r.file != nil {
+		f = r.file.Pages()
+	}
+	r.owed += dt.Seconds() * r.rate * float64(a+f)
+	n := int(r.owed)
+	if n == 0 || a+f == 0 {
+		return
+	}
+	r.owed -= float64(n)
+	na := n * a / (a + f)
+	t0 := time.Now()
+	if na > 0 {
+		r.anonNext = r.anon.Retouch(r.anonNext, na)
+	}
+	if n-na > 0 && f > 0 {
+		r.fileNext = r.file.Retouch(r.fileNext, n-na)
+	}
+	d := time.Since(t0)
+	r.last = time.Now()
+	r.busy += d
+	r.maxBatch = max(r.maxBatch, d)
+	r.pages += int64(n)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

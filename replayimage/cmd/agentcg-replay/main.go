@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -61,7 +63,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newCheck(stdout), newRun(stdout, stderr), newBench(stdout))
+	root.AddCommand(newCheck(stdout), newRun(stdout, stderr), newBench(stdout), newRate(stdout))
 	return root
 }
 
@@ -105,6 +107,9 @@ func newRun(stdout, stderr io.Writer) *cobra.Command {
 		out, stepLog string
 		quiet        bool
 		startAt      float64
+		window       string
+		duration     float64
+		delay        float64
 	)
 	c := &cobra.Command{
 		Use:   "run TRACE",
@@ -133,6 +138,23 @@ func newRun(stdout, stderr io.Writer) *cobra.Command {
 
 			if startAt > 0 {
 				opt.StartAt = time.Unix(0, int64(startAt*1e9))
+			}
+			if window != "" {
+				from, to, ok := strings.Cut(window, ":")
+				var err1, err2 error
+				opt.Window.From, err1 = strconv.ParseFloat(from, 64)
+				opt.Window.To, err2 = strconv.ParseFloat(to, 64)
+				if !ok || err1 != nil || err2 != nil {
+					return &exitError{exitInvalid, fmt.Errorf("window %q: want FROM:TO in trace seconds", window)}
+				}
+			}
+			if duration < 0 || delay < 0 {
+				return &exitError{exitInvalid, fmt.Errorf("duration %v and delay %v must be ≥ 0", duration, delay)}
+			}
+			opt.Window.Length = duration * opt.Speed
+			opt.Delay = time.Duration(delay * float64(time.Second))
+			if _, err := opt.Window.Resolve(tr); err != nil {
+				return &exitError{exitInvalid, err}
 			}
 			if stepLog != "" {
 				f, err := os.Create(stepLog)
@@ -180,6 +202,18 @@ func newRun(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&out, "out", "", "write the result JSON here (default or \"-\": stdout)")
 	f.Float64Var(&startAt, "start-at", 0, "wait until this Unix time (seconds) before step 0: a barrier for sessions started apart")
 	f.StringVar(&stepLog, "step-log", "", "write one JSON line per step here (CLOCK_MONOTONIC times)")
+	f.StringVar(&opt.StartFile, "start-file", "", "poll this file until it holds the Unix start time (seconds): a barrier decided once every session is ready")
+	f.StringVar(&opt.ReadyFile, "ready-file", "", "create this file when ready to start (before waiting for the barrier)")
+	f.Float64Var(&delay, "delay", 0, "start step 0 this many wall seconds after the start (barrier)")
+	f.StringVar(&window, "window", "", "replay only FROM:TO of the trace (trace seconds)")
+	f.BoolVar(&opt.Window.Loop, "loop", false, "repeat the window until --duration")
+	f.Float64Var(&opt.Window.Offset, "offset", 0, "begin this many trace seconds into the window (its phase)")
+	f.Float64Var(&duration, "duration", 0, "play this many wall seconds (required with --loop; default: the window once)")
+	f.Float64Var(&opt.RandomShare, "random-share", 0, "write this share of each page with random bytes, the rest zero (sets zram compressibility); 0 populates zero pages")
+	f.Uint64Var(&opt.Seed, "seed", 1, "seed of the random page content")
+	f.StringVar(&opt.FilePath, "file", "", "file whose pages hold the --file-share part of the memory (clean page cache)")
+	f.Float64Var(&opt.FileShare, "file-share", 0, "share of each target held as page cache of --file")
+	f.Float64Var(&opt.RetouchPerS, "retouch", 0, "re-read this share of the resident pages per second (working set; paced mode)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress line on stderr")
 	return c
 }

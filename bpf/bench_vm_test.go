@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,52 +15,88 @@ import (
 	"github.com/agentcg/agentcg/policy"
 )
 
-// TestFaultOverheadGateClosed compares page-fault throughput of a cgroup
-// with low ops attached and the gate closed against no ops, interleaving
-// the cases round by round in one run. Throughput is taken from each case's
-// fastest round (the one least disturbed by other load on the host: TCG
-// guests on a shared host see large outliers); medians are printed too.
-// Target >= 0.98. A third case adds an idle HIGH cgroup elsewhere, which
-// puts the count_memcg_events tracepoint on every page fault (gate still
-// closed: HIGH does not fault).
-func TestFaultOverheadGateClosed(t *testing.T) {
+// envBench turns the TestBench* functions on: they measure and print
+// timings and assert nothing about them, so they belong to `make bench`
+// (scripts/bench.sh sets it), not to `make check`.
+const envBench = "AGENTCG_BENCH"
+
+func requireBench(t *testing.T) {
+	t.Helper()
 	vmtest.Require(t)
+	if os.Getenv(envBench) != "1" {
+		t.Skipf("SKIP: benchmark (timings under TCG are not pass/fail); make bench runs it with %s=1", envBench)
+	}
+}
+
+// loadavg is the guest's /proc/loadavg, printed with every ratio.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return "guest loadavg " + strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+// TestBenchFaultOverhead measures page-fault throughput (a 32 MiB x 2
+// touch-and-free churn) in one run, the cases interleaved round by round,
+// with a HIGH cgroup growing in the background in every case (so that the
+// CPU it takes is the same for all):
+//
+//	noops      nothing attached
+//	low        LOW ops on the measured cgroup, gate closed (no limited
+//	           ancestor), HIGH not attached: (a)
+//	both       HIGH ops on the growing HIGH and LOW ops on the measured
+//	           cgroup, gate closed: LOW samples HIGH's usage on its slow
+//	           path: (b)
+//	other      a third cgroup without ops, while "both" is attached: what
+//	           the policy costs the rest of the node (was 0.80 with the old
+//	           count_memcg_events tracepoint)
+//
+// It prints throughput ratios to noops from the fastest round (the least
+// disturbed by the shared host) and from the medians.
+func TestBenchFaultOverhead(t *testing.T) {
+	requireBench(t)
 	ctx := context.Background()
-	p := newPolicy(t, policy.Config{})
+	p := newPolicy(t, policy.DefaultConfig())
 	parent := cg(t, filepath.Join(cgRoot, "agentcg-bench"))
-	dir := cg(t, filepath.Join(parent, "low"))
-	idle := cg(t, filepath.Join(parent, "idlehigh"))
-	const mb, iters, rounds = 32, 2, 21
-	timed(t, dir, "churn", mb, iters) // warm up
-	var noops, ops, tp []time.Duration
+	low := cg(t, filepath.Join(parent, "low"))
+	high := cg(t, filepath.Join(parent, "high"))
+	other := cg(t, filepath.Join(parent, "other"))
+	grow := start(t, high, "grow", 8, 0)
+	defer stop(grow)
+	const mb, iters, rounds = 32, 2, 15
+	timed(t, low, "churn", mb, iters) // warm up
+	ds := map[string][]time.Duration{}
 	for r := 0; r < rounds; r++ {
-		noops = append(noops, timed(t, dir, "churn", mb, iters))
-		if _, err := p.Attach(ctx, dir, policy.Low); err != nil {
+		ds["noops"] = append(ds["noops"], timed(t, low, "churn", mb, iters))
+		ds["other-noops"] = append(ds["other-noops"], timed(t, other, "churn", mb, iters))
+		if _, err := p.Attach(ctx, low, policy.Low); err != nil {
 			t.Fatal(err)
 		}
-		ops = append(ops, timed(t, dir, "churn", mb, iters))
-		if _, err := p.Attach(ctx, idle, policy.High); err != nil {
+		ds["low"] = append(ds["low"], timed(t, low, "churn", mb, iters))
+		if _, err := p.Attach(ctx, high, policy.High); err != nil {
 			t.Fatal(err)
 		}
-		tp = append(tp, timed(t, dir, "churn", mb, iters))
-		for _, d := range []string{dir, idle} {
+		ds["both"] = append(ds["both"], timed(t, low, "churn", mb, iters))
+		ds["other"] = append(ds["other"], timed(t, other, "churn", mb, iters))
+		for _, d := range []string{low, high} {
 			if err := p.Detach(ctx, d); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	// Throughput ratio with ops / without = time without / time with.
-	r1 := float64(minD(noops)) / float64(minD(ops))
-	r2 := float64(minD(noops)) / float64(minD(tp))
-	t.Logf("BENCH %d rounds of %d x %d MiB faulted: fastest no ops %v, low ops %v, low ops + idle HIGH %v; medians %v, %v, %v",
-		rounds, iters, mb, minD(noops), minD(ops), minD(tp), median(noops), median(ops), median(tp))
-	t.Logf("BENCH page-fault throughput ratio, low ops gate closed / no ops: %.3f (target >= 0.98)", r1)
-	t.Logf("BENCH same with an idle HIGH attached (tracepoint on every fault): %.3f", r2)
-	os.WriteFile(filepath.Join(vmtest.ResultsDir(t), "fault_ratio.txt"),
-		[]byte(fmt.Sprintf("low_ops_gate_closed %.4f\nwith_high_tracepoint %.4f\n", r1, r2)), 0o644)
-	if r1 < 0.93 { // TCG jitter on a shared host remains; 0.98 is the reported target
-		t.Errorf("page-fault throughput ratio %.3f: gate-closed low ops cost more than 7%%", r1)
+	tot, _ := p.Totals(ctx)
+	ratio := func(base, c string) string {
+		return fmt.Sprintf("%.3f (medians %.3f)", float64(minD(ds[base]))/float64(minD(ds[c])),
+			float64(median(ds[base]))/float64(median(ds[c])))
 	}
+	out := fmt.Sprintf("BENCH page-fault throughput, %d rounds of %d x %d MiB, HIGH growing in the background; %s\n", rounds, iters, mb, loadavg())
+	for _, c := range []string{"noops", "low", "both", "other-noops", "other"} {
+		out += fmt.Sprintf("BENCH   %-11s fastest %v, median %v\n", c, minD(ds[c]), median(ds[c]))
+	}
+	out += fmt.Sprintf("BENCH   (a) LOW ops, gate closed / no ops:                 %s\n", ratio("noops", "low"))
+	out += fmt.Sprintf("BENCH   (b) both ops, HIGH growing, gate closed / no ops:  %s\n", ratio("noops", "both"))
+	out += fmt.Sprintf("BENCH   (c) a cgroup without ops, both attached / no ops:  %s\n", ratio("other-noops", "other"))
+	out += fmt.Sprintf("BENCH   LOW totals over the run: %+v\n", tot[policy.Low])
+	t.Log("\n" + out)
+	os.WriteFile(filepath.Join(vmtest.ResultsDir(t), "fault_ratio.txt"), []byte(out), 0o644)
 }
 
 func minD(ds []time.Duration) time.Duration {

@@ -9,6 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "growth.bpf.h"
 
 /* Values of agentcg_prio; mirrored in Go (prioHigh, prioLow). */
 #define AGENTCG_PRIO_HIGH 1
@@ -24,14 +25,21 @@ struct agentcg_counters {
 	__u64 below_min_true;
 };
 
-/* cgroup id -> AGENTCG_PRIO_*; written by the loader on attach/detach. */
+struct agentcg_high {
+	struct bpf_spin_lock lock; /* LOW charges on several CPUs sample at once */
+	struct agentcg_growth g;
+};
+
+/* HIGH cgroup id -> its growth state. The loader adds a zeroed entry when it
+ * attaches high ops and deletes it on detach; LOW's get_high_delay_ms walks
+ * the map and samples each HIGH cgroup's usage. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct agentcg_high);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} agentcg_prio SEC(".maps");
+} agentcg_high SEC(".maps");
 
 /* cgroup id -> counters. LRU so that counters of removed cgroups stay
  * readable after detach without growing without bound. */
@@ -53,15 +61,6 @@ struct {
 	__type(value, struct agentcg_counters);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } agentcg_totals SEC(".maps");
-
-/* [0] = bpf_ktime_get_ns() of the last page fault in any HIGH cgroup. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} agentcg_state SEC(".maps");
 
 /* The cgroup id (cgroup directory inode) of a memcg. */
 static __always_inline __u64 memcg_cgroup_id(struct mem_cgroup *memcg)

@@ -5,7 +5,7 @@ import "github.com/agentcg/agentcg/policy"
 // DelayMs mirrors get_high_delay_ms in low.bpf.c: the delay for a LOW cgroup
 // whose nearest limited ancestor is at pressurePermille (usage per mille of
 // its memory.max, capped at 1000), while highActive says whether a HIGH
-// cgroup faulted within HighActiveWindowMs (always true when the window is 0).
+// cgroup is active by policy.GrowthSignal (ignored when the window is 0).
 // The C code is authoritative; this copy documents and tests the formula.
 func DelayMs(cfg policy.Config, pressurePermille uint64, highActive bool) uint32 {
 	if !highActive && cfg.HighActiveWindowMs != 0 {

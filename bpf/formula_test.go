@@ -13,6 +13,9 @@ func TestDelayMs(t *testing.T) {
 	always.HighActiveWindowMs = 0
 	full := def
 	full.GatePct = 100
+	ungated := def
+	ungated.GatePct = 0
+	seed := policy.Config{GatePct: 0, DelayBaseMs: 2000, DelayMaxMs: 2000, HighActiveWindowMs: 0}
 	for _, tc := range []struct {
 		name   string
 		cfg    policy.Config
@@ -30,6 +33,11 @@ func TestDelayMs(t *testing.T) {
 		{"window 0: HIGH activity ignored", always, 900, false, 105},
 		{"gate 100%: cap at the limit", full, 1000, true, 200},
 		{"gate 100%: nothing below", full, 999, true, 0},
+		{"gate 0: base with no limited ancestor", ungated, 0, true, 10},
+		{"gate 0: linear from 0", ungated, 500, true, 105},
+		{"gate 0: HIGH idle still closes", ungated, 500, false, 0},
+		{"BPF-Seed: 2000 ms unlimited", seed, 0, false, 2000},
+		{"BPF-Seed: 2000 ms at the limit", seed, 1000, false, 2000},
 	} {
 		if got := DelayMs(tc.cfg, tc.pm, tc.active); got != tc.want {
 			t.Errorf("%s: DelayMs(%d‰, active=%v) = %d, want %d", tc.name, tc.pm, tc.active, got, tc.want)
@@ -62,5 +70,18 @@ func TestRecordDirFor(t *testing.T) {
 		if got := RecordDirFor(pin); got != want {
 			t.Errorf("RecordDirFor(%q) = %q, want %q", pin, got, want)
 		}
+	}
+}
+
+// A config file's explicit gate_pct: 0 survives WithDefaults (ungated),
+// unlike the other zero knobs.
+func TestGateZeroIsUngated(t *testing.T) {
+	c := policy.DefaultConfig()
+	c.GatePct = 0
+	if got := c.WithDefaults().GatePct; got != 0 {
+		t.Errorf("WithDefaults turned gate_pct 0 into %d", got)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("gate_pct 0 rejected: %v", err)
 	}
 }

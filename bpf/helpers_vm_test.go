@@ -24,6 +24,10 @@ const (
 	envIter = "AGENTCG_BPF_TEST_ITER"
 )
 
+// growTopMB is how far above its resident MB the "grow" role climbs.
+const growTopMB = 16
+
+
 func TestMain(m *testing.M) {
 	switch os.Getenv(envRole) {
 	case "alloc": // touch MB once, then exit
@@ -35,7 +39,28 @@ func TestMain(m *testing.M) {
 		it, _ := strconv.Atoi(os.Getenv(envIter))
 		touch(mb, it)
 		os.Exit(0)
+	case "grow": // keep MB resident, then grow by 1 MiB every 50 ms up to
+		// MB+growTopMB, free the extra and start again, forever: 16 MiB of
+		// growth per 0.8 s, HIGH active by GrowthSignal's default 8 MiB in 2 s.
+		mb, _ := strconv.Atoi(os.Getenv(envMB))
+		if _, err := mapTouch(mb); err != nil {
+			os.Exit(3)
+		}
+		for {
+			b, err := unix.Mmap(-1, 0, growTopMB<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+			if err != nil {
+				os.Exit(3)
+			}
+			for off := 0; off < len(b); off += 1 << 20 {
+				for i := off; i < off+1<<20; i += 4096 {
+					b[i] = 1
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			unix.Munmap(b)
+		}
 	case "hold": // keep MB resident and fault in 4 MiB every 20 ms, forever
+		// (usage moves by 4 MiB: faults, but no growth by GrowthSignal)
 		mb, _ := strconv.Atoi(os.Getenv(envMB))
 		if _, err := mapTouch(mb); err != nil {
 			os.Exit(3)

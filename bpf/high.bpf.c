@@ -2,9 +2,10 @@
 
 // SPDX-License-Identifier: GPL-2.0
 /* HIGH ops: protect a HIGH cgroup from reclaim driven by an ancestor's limit
- * (below_low), and record when any HIGH cgroup last took a page fault. This
- * object holds exactly one struct_ops map (cilium/ebpf v0.22.0 mis-fills
- * several maps of one ops type in one object). */
+ * (below_low). Nothing here runs on HIGH's page faults or charges: HIGH's
+ * activity is sampled by LOW's get_high_delay_ms (low.bpf.c). This object
+ * holds exactly one struct_ops map (cilium/ebpf v0.22.0 mis-fills several
+ * maps of one ops type in one object). */
 #include "common.bpf.h"
 
 SEC("struct_ops/below_low")
@@ -34,25 +35,6 @@ bool BPF_PROG(high_below_min, struct mem_cgroup *memcg)
 	 * pressure into OOM kills of LOW instead of slowing it. Counted in
 	 * below_min_true only if this ever changes. */
 	return false;
-}
-
-/* HIGH activity: the PGFAULT item of memcg:count_memcg_events, resolved
- * through CO-RE so the enum value follows the running kernel. */
-SEC("tp_btf/count_memcg_events")
-int BPF_PROG(high_activity, struct mem_cgroup *memcg, int item, unsigned long count)
-{
-	__u32 *prio, zero = 0;
-	__u64 id, now;
-
-	if (item != bpf_core_enum_value(enum vm_event_item, PGFAULT) || !memcg)
-		return 0;
-	id = memcg_cgroup_id(memcg);
-	prio = bpf_map_lookup_elem(&agentcg_prio, &id);
-	if (!prio || *prio != AGENTCG_PRIO_HIGH)
-		return 0;
-	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&agentcg_state, &zero, &now, BPF_ANY);
-	return 0;
 }
 
 SEC(".struct_ops.link")

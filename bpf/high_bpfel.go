@@ -28,11 +28,9 @@ type highAgentcgCounters struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	highMapAgentcgCtrs   = "agentcg_ctrs"
-	highMapAgentcgPrio   = "agentcg_prio"
-	highMapAgentcgState  = "agentcg_state"
+	highMapAgentcgHigh   = "agentcg_high"
 	highMapAgentcgTotals = "agentcg_totals"
 	highMapHighOps       = "high_ops"
-	highProgHighActivity = "high_activity"
 	highProgHighBelowLow = "high_below_low"
 	highProgHighBelowMin = "high_below_min"
 )
@@ -79,7 +77,6 @@ type highSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type highProgramSpecs struct {
-	HighActivity *ebpf.ProgramSpec `ebpf:"high_activity"`
 	HighBelowLow *ebpf.ProgramSpec `ebpf:"high_below_low"`
 	HighBelowMin *ebpf.ProgramSpec `ebpf:"high_below_min"`
 }
@@ -89,8 +86,7 @@ type highProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type highMapSpecs struct {
 	AgentcgCtrs   *ebpf.MapSpec `ebpf:"agentcg_ctrs"`
-	AgentcgPrio   *ebpf.MapSpec `ebpf:"agentcg_prio"`
-	AgentcgState  *ebpf.MapSpec `ebpf:"agentcg_state"`
+	AgentcgHigh   *ebpf.MapSpec `ebpf:"agentcg_high"`
 	AgentcgTotals *ebpf.MapSpec `ebpf:"agentcg_totals"`
 	HighOps       *ebpf.MapSpec `ebpf:"high_ops"`
 }
@@ -122,8 +118,7 @@ func (o *highObjects) Close() error {
 // It can be passed to loadHighObjects or ebpf.CollectionSpec.LoadAndAssign.
 type highMaps struct {
 	AgentcgCtrs   *ebpf.Map `ebpf:"agentcg_ctrs"`
-	AgentcgPrio   *ebpf.Map `ebpf:"agentcg_prio"`
-	AgentcgState  *ebpf.Map `ebpf:"agentcg_state"`
+	AgentcgHigh   *ebpf.Map `ebpf:"agentcg_high"`
 	AgentcgTotals *ebpf.Map `ebpf:"agentcg_totals"`
 	HighOps       *ebpf.Map `ebpf:"high_ops"`
 }
@@ -131,8 +126,7 @@ type highMaps struct {
 func (m *highMaps) Close() error {
 	return _HighClose(
 		m.AgentcgCtrs,
-		m.AgentcgPrio,
-		m.AgentcgState,
+		m.AgentcgHigh,
 		m.AgentcgTotals,
 		m.HighOps,
 	)
@@ -148,14 +142,12 @@ type highVariables struct {
 //
 // It can be passed to loadHighObjects or ebpf.CollectionSpec.LoadAndAssign.
 type highPrograms struct {
-	HighActivity *ebpf.Program `ebpf:"high_activity"`
 	HighBelowLow *ebpf.Program `ebpf:"high_below_low"`
 	HighBelowMin *ebpf.Program `ebpf:"high_below_min"`
 }
 
 func (p *highPrograms) Close() error {
 	return _HighClose(
-		p.HighActivity,
 		p.HighBelowLow,
 		p.HighBelowMin,
 	)

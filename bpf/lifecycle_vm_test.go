@@ -17,7 +17,7 @@ import (
 func Test200Cycles(t *testing.T) {
 	vmtest.Require(t)
 	ctx := context.Background()
-	p := newPolicy(t, policy.Config{})
+	p := newPolicy(t, policy.DefaultConfig())
 	parent := cg(t, filepath.Join(cgRoot, "agentcg-cycles"))
 	a := cg(t, filepath.Join(parent, "a"))
 	b := cg(t, filepath.Join(parent, "b"))
@@ -35,8 +35,8 @@ func Test200Cycles(t *testing.T) {
 		if i == 0 {
 			mid, _ := LinkIDs()
 			t.Logf("links while attached: %d (before: %d)", len(mid), len(ids0))
-			if len(mid) != len(ids0)+3 { // two struct_ops links + the tracepoint (HIGH attached)
-				t.Errorf("while attached: %d links, want %d", len(mid), len(ids0)+3)
+			if len(mid) != len(ids0)+2 { // two struct_ops links, nothing else
+				t.Errorf("while attached: %d links, want %d", len(mid), len(ids0)+2)
 			}
 		}
 		if err := p.Detach(ctx, a); err != nil {
@@ -59,7 +59,7 @@ func Test200Cycles(t *testing.T) {
 func TestRemovedCgroup(t *testing.T) {
 	vmtest.Require(t)
 	ctx := context.Background()
-	p := newPolicy(t, policy.Config{})
+	p := newPolicy(t, policy.DefaultConfig())
 	parent := cg(t, filepath.Join(cgRoot, "agentcg-removed"))
 	if err := cgroup.Write(parent, "cgroup.subtree_control", "+memory"); err != nil {
 		t.Fatal(err)

@@ -2,8 +2,9 @@
 
 // SPDX-License-Identifier: GPL-2.0
 /* LOW ops: get_high_delay_ms returns a delay that is zero unless a HIGH
- * cgroup was active recently and the nearest limited ancestor is under
- * pressure; see README.md for the formula. One struct_ops map per object. */
+ * cgroup grew recently (policy.GrowthSignal, sampled here, on LOW's
+ * slow-path charges) and the nearest limited ancestor is under pressure; see
+ * README.md for the formula. One struct_ops map per object. */
 #include "common.bpf.h"
 
 /* Set by the loader through CollectionSpec.Variables before load. */
@@ -11,24 +12,56 @@ const volatile __u32 gate_pct = 80;
 const volatile __u32 delay_base_ms = 10;
 const volatile __u32 delay_max_ms = 200;
 const volatile __u64 high_window_ns = 2000000000ULL; /* 0: always active */
+const volatile __u64 high_growth_bytes = 8ULL << 20;
 
 /* page_counter.max of an unlimited counter: LONG_MAX / PAGE_SIZE. */
 #define PAGE_COUNTER_MAX (0x7fffffffffffffffUL / 4096)
 /* How far up the hierarchy the gate looks for a limited ancestor. */
 #define MAX_DEPTH 16
 
+struct high_sample {
+	__u64 now;
+	bool active;
+};
+
+/* bpf_for_each_map_elem callback over agentcg_high: one GrowthSignal sample
+ * of one HIGH cgroup. Every HIGH is sampled (no early stop) so that each
+ * one's window sees every LOW charge. */
+static long sample_high(struct bpf_map *map, __u64 *id, struct agentcg_high *h, struct high_sample *s)
+{
+	struct mem_cgroup *memcg;
+	struct cgroup *cg;
+	__u64 usage;
+	bool active;
+
+	cg = bpf_cgroup_from_id(*id);
+	if (!cg) /* removed; the loader's reconcile drops the entry */
+		return 0;
+	memcg = bpf_get_mem_cgroup(&cg->self);
+	bpf_cgroup_release(cg);
+	if (!memcg)
+		return 0;
+	usage = bpf_mem_cgroup_usage(memcg);
+	bpf_put_mem_cgroup(memcg);
+
+	bpf_spin_lock(&h->lock);
+	active = growth_observe(&h->g, s->now, usage, high_window_ns, high_growth_bytes);
+	bpf_spin_unlock(&h->lock);
+	if (active)
+		s->active = true;
+	return 0;
+}
+
+/* Whether any HIGH cgroup grew by high_growth_bytes within high_window_ns. */
 static __always_inline bool high_active(void)
 {
-	__u32 zero = 0;
-	__u64 *last, now;
+	struct high_sample s = {};
 
 	if (!high_window_ns)
 		return true;
-	last = bpf_map_lookup_elem(&agentcg_state, &zero);
-	if (!last || !*last)
-		return false;
-	now = bpf_ktime_get_ns();
-	return now - *last <= high_window_ns;
+	s.now = bpf_ktime_get_ns();
+	bpf_for_each_map_elem(&agentcg_high, sample_high, &s, 0);
+	return s.active;
 }
 
 /* Usage of the nearest ancestor with a finite memory.max, in per mille of

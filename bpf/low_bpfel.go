@@ -16,16 +16,16 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lowMapAgentcgCtrs   = "agentcg_ctrs"
-	lowMapAgentcgPrio   = "agentcg_prio"
-	lowMapAgentcgState  = "agentcg_state"
-	lowMapAgentcgTotals = "agentcg_totals"
-	lowMapLowOps        = "low_ops"
-	lowProgLowDelay     = "low_delay"
-	lowVarDelayBaseMs   = "delay_base_ms"
-	lowVarDelayMaxMs    = "delay_max_ms"
-	lowVarGatePct       = "gate_pct"
-	lowVarHighWindowNs  = "high_window_ns"
+	lowMapAgentcgCtrs     = "agentcg_ctrs"
+	lowMapAgentcgHigh     = "agentcg_high"
+	lowMapAgentcgTotals   = "agentcg_totals"
+	lowMapLowOps          = "low_ops"
+	lowProgLowDelay       = "low_delay"
+	lowVarDelayBaseMs     = "delay_base_ms"
+	lowVarDelayMaxMs      = "delay_max_ms"
+	lowVarGatePct         = "gate_pct"
+	lowVarHighGrowthBytes = "high_growth_bytes"
+	lowVarHighWindowNs    = "high_window_ns"
 )
 
 // loadLow returns the embedded CollectionSpec for low.
@@ -78,8 +78,7 @@ type lowProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type lowMapSpecs struct {
 	AgentcgCtrs   *ebpf.MapSpec `ebpf:"agentcg_ctrs"`
-	AgentcgPrio   *ebpf.MapSpec `ebpf:"agentcg_prio"`
-	AgentcgState  *ebpf.MapSpec `ebpf:"agentcg_state"`
+	AgentcgHigh   *ebpf.MapSpec `ebpf:"agentcg_high"`
 	AgentcgTotals *ebpf.MapSpec `ebpf:"agentcg_totals"`
 	LowOps        *ebpf.MapSpec `ebpf:"low_ops"`
 }
@@ -88,10 +87,11 @@ type lowMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lowVariableSpecs struct {
-	DelayBaseMs  *ebpf.VariableSpec `ebpf:"delay_base_ms"`
-	DelayMaxMs   *ebpf.VariableSpec `ebpf:"delay_max_ms"`
-	GatePct      *ebpf.VariableSpec `ebpf:"gate_pct"`
-	HighWindowNs *ebpf.VariableSpec `ebpf:"high_window_ns"`
+	DelayBaseMs     *ebpf.VariableSpec `ebpf:"delay_base_ms"`
+	DelayMaxMs      *ebpf.VariableSpec `ebpf:"delay_max_ms"`
+	GatePct         *ebpf.VariableSpec `ebpf:"gate_pct"`
+	HighGrowthBytes *ebpf.VariableSpec `ebpf:"high_growth_bytes"`
+	HighWindowNs    *ebpf.VariableSpec `ebpf:"high_window_ns"`
 }
 
 // lowObjects contains all objects after they have been loaded into the kernel.
@@ -115,8 +115,7 @@ func (o *lowObjects) Close() error {
 // It can be passed to loadLowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lowMaps struct {
 	AgentcgCtrs   *ebpf.Map `ebpf:"agentcg_ctrs"`
-	AgentcgPrio   *ebpf.Map `ebpf:"agentcg_prio"`
-	AgentcgState  *ebpf.Map `ebpf:"agentcg_state"`
+	AgentcgHigh   *ebpf.Map `ebpf:"agentcg_high"`
 	AgentcgTotals *ebpf.Map `ebpf:"agentcg_totals"`
 	LowOps        *ebpf.Map `ebpf:"low_ops"`
 }
@@ -124,8 +123,7 @@ type lowMaps struct {
 func (m *lowMaps) Close() error {
 	return _LowClose(
 		m.AgentcgCtrs,
-		m.AgentcgPrio,
-		m.AgentcgState,
+		m.AgentcgHigh,
 		m.AgentcgTotals,
 		m.LowOps,
 	)
@@ -135,10 +133,11 @@ func (m *lowMaps) Close() error {
 //
 // It can be passed to loadLowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lowVariables struct {
-	DelayBaseMs  *ebpf.Variable `ebpf:"delay_base_ms"`
-	DelayMaxMs   *ebpf.Variable `ebpf:"delay_max_ms"`
-	GatePct      *ebpf.Variable `ebpf:"gate_pct"`
-	HighWindowNs *ebpf.Variable `ebpf:"high_window_ns"`
+	DelayBaseMs     *ebpf.Variable `ebpf:"delay_base_ms"`
+	DelayMaxMs      *ebpf.Variable `ebpf:"delay_max_ms"`
+	GatePct         *ebpf.Variable `ebpf:"gate_pct"`
+	HighGrowthBytes *ebpf.Variable `ebpf:"high_growth_bytes"`
+	HighWindowNs    *ebpf.Variable `ebpf:"high_window_ns"`
 }
 
 // lowPrograms contains all programs after they have been loaded into the kernel.

@@ -25,7 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Values of the agentcg_prio map (AGENTCG_PRIO_* in common.bpf.h).
+// Priority indexes of the agentcg_totals map (AGENTCG_PRIO_* in common.bpf.h).
 const (
 	prioHigh uint32 = 1
 	prioLow  uint32 = 2
@@ -33,13 +33,11 @@ const (
 
 // Names under Config.PinDir.
 const (
-	mapsSubdir    = "maps"          // maps pinned by name, shared by every process
-	linksSubdir   = "links"         // one struct_ops link per cgroup: cg-<id>
-	activityPin   = "high_activity" // the tp_btf link feeding agentcg_state
+	mapsSubdir    = "maps"  // maps pinned by name, shared by every process
+	linksSubdir   = "links" // one struct_ops link per cgroup: cg-<id>
 	pinPrefix     = "cg-"
 	ctrsMapName   = "agentcg_ctrs"
-	prioMapName   = "agentcg_prio"
-	stateMapName  = "agentcg_state"
+	highMapName   = "agentcg_high" // HIGH cgroup id -> GrowthSignal state
 	totalsMapName = "agentcg_totals"
 )
 
@@ -69,7 +67,7 @@ var (
 )
 
 // objects are the loaded high and low collections; both use the same
-// (pinned) priority, counter and state maps.
+// (pinned) HIGH-growth, counter and totals maps.
 type objects struct {
 	high highObjects
 	low  lowObjects
@@ -131,7 +129,7 @@ func (p *Policy) Preload(ctx context.Context) error {
 // that status reads.
 func (p *Policy) ensureLoaded() (*objects, error) {
 	if p.objs != nil {
-		if _, err := os.Stat(filepath.Join(p.mapsDir(), prioMapName)); err == nil {
+		if _, err := os.Stat(filepath.Join(p.mapsDir(), highMapName)); err == nil {
 			return p.objs, nil
 		}
 		p.objs.close()
@@ -151,10 +149,11 @@ func (p *Policy) ensureLoaded() (*objects, error) {
 		return nil, err
 	}
 	vars := map[string]any{
-		"gate_pct":       p.cfg.GatePct,
-		"delay_base_ms":  p.cfg.DelayBaseMs,
-		"delay_max_ms":   p.cfg.DelayMaxMs,
-		"high_window_ns": uint64(p.cfg.HighActiveWindowMs) * 1e6,
+		"gate_pct":          p.cfg.GatePct,
+		"delay_base_ms":     p.cfg.DelayBaseMs,
+		"delay_max_ms":      p.cfg.DelayMaxMs,
+		"high_window_ns":    uint64(p.cfg.HighActiveWindowMs) * 1e6,
+		"high_growth_bytes": p.cfg.HighGrowthBytes,
 	}
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -166,9 +165,8 @@ func (p *Policy) ensureLoaded() (*objects, error) {
 		Maps: mapOpts,
 		// The same maps as the high object, whatever the pins say.
 		MapReplacements: map[string]*ebpf.Map{
-			prioMapName:   o.high.AgentcgPrio,
+			highMapName:   o.high.AgentcgHigh,
 			ctrsMapName:   o.high.AgentcgCtrs,
-			stateMapName:  o.high.AgentcgState,
 			totalsMapName: o.high.AgentcgTotals,
 		},
 	})
@@ -178,24 +176,6 @@ func (p *Policy) ensureLoaded() (*objects, error) {
 	}
 	p.objs = o
 	return o, nil
-}
-
-// ensureActivity pins the HIGH page-fault tracepoint unless a live pin exists.
-func (p *Policy) ensureActivity(o *objects) error {
-	pin := filepath.Join(p.cfg.PinDir, activityPin)
-	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-		l.Close()
-		return nil
-	}
-	l, err := link.AttachTracing(link.TracingOptions{Program: o.high.HighActivity})
-	if err != nil {
-		return fmt.Errorf("attach count_memcg_events tracepoint: %w", err)
-	}
-	defer l.Close()
-	if err := l.Pin(pin); err != nil {
-		return fmt.Errorf("pin %s: %w", pin, err)
-	}
-	return nil
 }
 
 // Attach implements policy.Policy: it opens dir and attaches through it
@@ -220,12 +200,11 @@ func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (
 // and messages.
 func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio policy.Priority) (policy.Link, error) {
 	var ops func(*objects) *ebpf.Map
-	var val uint32
 	switch prio {
 	case policy.High:
-		ops, val = func(o *objects) *ebpf.Map { return o.high.HighOps }, prioHigh
+		ops = func(o *objects) *ebpf.Map { return o.high.HighOps }
 	case policy.Low:
-		ops, val = func(o *objects) *ebpf.Map { return o.low.LowOps }, prioLow
+		ops = func(o *objects) *ebpf.Map { return o.low.LowOps }
 	default:
 		return policy.Link{}, fmt.Errorf("attach %s: %w", path, errInvalidPriority(prio))
 	}
@@ -264,31 +243,32 @@ func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio 
 	if err != nil {
 		return policy.Link{}, err
 	}
-	if prio == policy.High { // without a HIGH link there is no activity to see
-		if err := p.ensureActivity(o); err != nil {
-			return policy.Link{}, err
+	// A HIGH cgroup gets a fresh GrowthSignal state that LOW's programs
+	// sample; it goes before the link so that no HIGH runs unobserved.
+	undo := func() {}
+	if prio == policy.High {
+		if err := o.high.AgentcgHigh.Put(id, make([]byte, o.high.AgentcgHigh.ValueSize())); err != nil {
+			return policy.Link{}, fmt.Errorf("attach %s: add HIGH cgroup %d to %s: %w", path, id, highMapName, err)
 		}
-	}
-	if err := o.high.AgentcgPrio.Put(id, val); err != nil {
-		return policy.Link{}, fmt.Errorf("attach %s: set priority of cgroup %d: %w", path, id, err)
+		undo = func() { o.high.AgentcgHigh.Delete(id) }
 	}
 	l, err := attachToCgroup(ops(o), dir, path)
 	if err != nil {
-		o.high.AgentcgPrio.Delete(id)
+		undo()
 		return policy.Link{}, fmt.Errorf("attach %s ops: %w", prio, err)
 	}
 	defer l.Close() // the pin keeps the link
 	if err := os.MkdirAll(p.linksDir(), 0o755); err != nil {
-		o.high.AgentcgPrio.Delete(id)
+		undo()
 		return policy.Link{}, fmt.Errorf("attach %s: %w", path, err)
 	}
 	if err := l.Pin(pin); err != nil {
-		o.high.AgentcgPrio.Delete(id)
+		undo()
 		return policy.Link{}, fmt.Errorf("attach %s: pin %s: %w", path, pin, err)
 	}
 	if err := p.recs.put(rec); err != nil {
 		os.Remove(pin)
-		o.high.AgentcgPrio.Delete(id)
+		undo()
 		return policy.Link{}, err
 	}
 	p.log.Debug("attached", "cgroup", path, "id", id, "priority", prio, "pin", pin)
@@ -323,15 +303,15 @@ func (p *Policy) findLocked(id uint64) (record, bool) {
 	return record{}, false
 }
 
-// detachLocked removes the pin (which releases the link), the priority
+// detachLocked removes the pin (which releases the link), the HIGH growth
 // entry and the record. Counters stay readable until detach --all.
 func (p *Policy) detachLocked(rec record) error {
 	if err := unpin(rec.PinPath); err != nil {
 		return fmt.Errorf("detach %s (cgroup %d): %w", rec.CgroupPath, rec.CgroupID, err)
 	}
-	if m, err := p.pinnedMap(prioMapName); err == nil {
+	if m, err := p.pinnedMap(highMapName); err == nil {
 		if err := m.Delete(rec.CgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			p.log.Warn("delete priority entry", "cgroup", rec.CgroupPath, "err", err)
+			p.log.Warn("delete HIGH growth entry", "cgroup", rec.CgroupPath, "err", err)
 		}
 		m.Close()
 	}
@@ -376,22 +356,7 @@ func (p *Policy) Detach(ctx context.Context, dir string) error {
 			return fmt.Errorf("detach %s: %w", abs, err)
 		}
 	}
-	return p.dropActivityIfIdleLocked()
-}
-
-// dropActivityIfIdleLocked removes the tracepoint pin when no HIGH link is
-// left, so a system without HIGH cgroups pays nothing per page fault.
-func (p *Policy) dropActivityIfIdleLocked() error {
-	recs, err := p.recs.all()
-	if err != nil {
-		return err
-	}
-	for _, r := range recs {
-		if r.Priority == policy.High {
-			return nil
-		}
-	}
-	return unpin(filepath.Join(p.cfg.PinDir, activityPin))
+	return nil
 }
 
 // unpin detaches a pinned link synchronously (BPF_LINK_DETACH runs the
@@ -418,7 +383,7 @@ func unpin(pin string) error {
 	return nil
 }
 
-// DetachAll removes every attachment, the tracepoint and the shared maps
+// DetachAll removes every attachment and the shared maps
 // (counters included): nothing is left under PinDir.
 func (p *Policy) DetachAll(ctx context.Context) error {
 	unlock, err := p.recs.lock()
@@ -494,7 +459,7 @@ func (p *Policy) Reconcile(ctx context.Context) ([]policy.Link, error) {
 	if err != nil {
 		return removed, err
 	}
-	return removed, p.dropActivityIfIdleLocked()
+	return removed, nil
 }
 
 func (p *Policy) reconcileLocked(ctx context.Context) ([]policy.Link, error) {

@@ -84,7 +84,7 @@ func opsProgIDs(t *testing.T, p *Policy, high bool) map[string]uint64 {
 // bug that puts every memcg_bpf_ops program into every ops map of an object.
 func TestOpsMapsHoldTheirOwnPrograms(t *testing.T) {
 	vmtest.Require(t)
-	p := newPolicy(t, policy.Config{})
+	p := newPolicy(t, policy.DefaultConfig())
 	h := cg(t, filepath.Join(cgRoot, "agentcg-opsmaps"))
 	if _, err := p.Attach(context.Background(), h, policy.High); err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestOpsMapsHoldTheirOwnPrograms(t *testing.T) {
 func TestAttachDetachListStats(t *testing.T) {
 	vmtest.Require(t)
 	ctx := context.Background()
-	p := newPolicy(t, policy.Config{})
+	p := newPolicy(t, policy.DefaultConfig())
 	parent := cg(t, filepath.Join(cgRoot, "agentcg-basic"))
 	h := cg(t, filepath.Join(parent, "high"))
 	l := cg(t, filepath.Join(parent, "low"))
@@ -179,22 +179,24 @@ func TestAttachDetachListStats(t *testing.T) {
 	}
 }
 
+// median of ds, leaving ds in its order (callers pair runs by index).
 func median(ds []time.Duration) time.Duration {
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[len(ds)/2]
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
 }
 
 // Preload loads the objects and pins the shared maps before any attach.
 func TestPreload(t *testing.T) {
 	vmtest.Require(t)
-	p := newPolicy(t, policy.Config{})
+	p := newPolicy(t, policy.DefaultConfig())
 	if err := p.Preload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if p.objs == nil {
 		t.Fatal("Preload returned without loading the objects")
 	}
-	if _, err := os.Stat(filepath.Join(p.mapsDir(), prioMapName)); err != nil {
+	if _, err := os.Stat(filepath.Join(p.mapsDir(), highMapName)); err != nil {
 		t.Fatalf("priority map not pinned after Preload: %v", err)
 	}
 }

@@ -6,14 +6,22 @@ import "fmt"
 // BPF part into the program's read-only config before load; the native
 // fallback uses the byte values. Config files are decoded over DefaultConfig,
 // so an omitted field keeps its default. WithDefaults fills zero fields for
-// callers that build a Config in code; HighActiveWindowMs is the exception,
-// because 0 has a meaning there, and GatePct 0 cannot be expressed (use 1).
+// callers that build a Config in code, except GatePct and HighActiveWindowMs,
+// where 0 has a meaning (ungated; always active): such callers start from
+// DefaultConfig.
+//
+// The seed's literal policy (the experiment's BPF-Seed arm: LOW delayed
+// 2000 ms on every slow-path charge, whatever the parent's usage or HIGH
+// does; HIGH's below_low always true) is
+//
+//	gate_pct: 0, delay_base_ms: 2000, delay_max_ms: 2000, high_active_window_ms: 0
 type Config struct {
 	// PinDir is the bpffs directory holding one pinned link per cgroup.
 	PinDir string `json:"pin_dir" yaml:"pin_dir"`
 
 	// GatePct: LOW is delayed only while the shared parent's usage is at
-	// least GatePct percent of its limit.
+	// least GatePct percent of its limit. 0 is ungated: LOW is delayed (by
+	// DelayBaseMs at least) even with no limited ancestor.
 	GatePct uint32 `json:"gate_pct" yaml:"gate_pct"`
 	// DelayBaseMs is the delay at the gate; it rises linearly to DelayMaxMs
 	// as the parent's usage reaches its limit.
@@ -58,9 +66,6 @@ func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	if c.PinDir == "" {
 		c.PinDir = d.PinDir
-	}
-	if c.GatePct == 0 {
-		c.GatePct = d.GatePct
 	}
 	if c.DelayBaseMs == 0 {
 		c.DelayBaseMs = d.DelayBaseMs

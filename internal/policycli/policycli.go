@@ -85,10 +85,11 @@ func (f *policyFlags) register(c *cobra.Command) {
 	fl := c.Flags()
 	fl.StringVar(&f.mode, "mode", string(policy.ModeAuto), "bpf, native or auto (bpf when the kernel has memcg_bpf_ops)")
 	fl.StringVar(&f.cfg.PinDir, "pin-dir", d.PinDir, "bpffs folder for pinned links")
-	fl.Uint32Var(&f.cfg.GatePct, "gate-pct", d.GatePct, "delay LOW only while the limited parent's usage is at least this % of its limit")
+	fl.Uint32Var(&f.cfg.GatePct, "gate-pct", d.GatePct, "delay LOW only while the limited parent's usage is at least this % of its limit (0: always)")
 	fl.Uint32Var(&f.cfg.DelayBaseMs, "delay-base-ms", d.DelayBaseMs, "LOW delay at the gate")
 	fl.Uint32Var(&f.cfg.DelayMaxMs, "delay-max-ms", d.DelayMaxMs, "LOW delay at 100% parent usage (max 2000)")
-	fl.Uint32Var(&f.cfg.HighActiveWindowMs, "high-window-ms", d.HighActiveWindowMs, "HIGH counts as active this long after its last page fault (0: always)")
+	fl.Uint32Var(&f.cfg.HighActiveWindowMs, "high-window-ms", d.HighActiveWindowMs, "HIGH counts as active this long after it grew by --high-growth-bytes within one such window (0: always active)")
+	fl.Uint64Var(&f.cfg.HighGrowthBytes, "high-growth-bytes", d.HighGrowthBytes, "growth of a HIGH cgroup's usage within --high-window-ms that makes it active")
 	fl.Int64Var(&f.cfg.NativeLowBytes, "native-low-bytes", d.NativeLowBytes, "native mode: memory.low for HIGH")
 	fl.Int64Var(&f.cfg.NativeHighBytes, "native-high-bytes", d.NativeHighBytes, "native mode: memory.high for LOW")
 }

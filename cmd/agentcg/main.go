@@ -1,5 +1,6 @@
 // Command agentcg is the agentcg CLI: policy subcommands (probe, attach,
-// detach, status) and the experiment subcommands. It only assembles them.
+// detach, status), the experiment subcommands, and configure and doctor
+// for installing on a node. It only assembles them.
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 	"syscall"
 
 	experimentcli "github.com/agentcg/agentcg/experiment/cli"
+	"github.com/agentcg/agentcg/internal/configure"
 	"github.com/agentcg/agentcg/internal/policycli"
 	"github.com/agentcg/agentcg/internal/version"
 	"github.com/spf13/cobra"
@@ -27,6 +29,7 @@ func main() {
 	}
 	root.AddCommand(policycli.Commands()...)
 	root.AddCommand(experimentcli.Command())
+	root.AddCommand(configure.Command())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := root.ExecuteContext(ctx)

@@ -13,6 +13,7 @@ import (
 
 	experimentcli "github.com/agentcg/agentcg/experiment/cli"
 	"github.com/agentcg/agentcg/internal/configure"
+	"github.com/agentcg/agentcg/internal/doctor"
 	"github.com/agentcg/agentcg/internal/policycli"
 	"github.com/agentcg/agentcg/internal/version"
 	"github.com/spf13/cobra"
@@ -29,7 +30,7 @@ func main() {
 	}
 	root.AddCommand(policycli.Commands()...)
 	root.AddCommand(experimentcli.Command())
-	root.AddCommand(configure.Command())
+	root.AddCommand(configure.Command(), doctor.Command())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := root.ExecuteContext(ctx)

@@ -43,4 +43,3 @@ func FuzzDocker(f *testing.F) {
 		}
 	})
 }
-

@@ -6,7 +6,7 @@ GO      ?= go
 LDFLAGS := -s -w -X github.com/agentcg/agentcg/internal/version.Version=$(VERSION)
 BINS    := agentcg agentcg-replay agentcg-nri agentcg-hook agentcg-runc
 
-.PHONY: build test check deps vmtest image images bench generate experiment clean help
+.PHONY: build test check deps vmtest image images manifests manifests-check dist bench generate experiment clean help
 
 help:
 	@echo "make build       static binaries into bin/"
@@ -15,6 +15,8 @@ help:
 	@echo "make vmtest      VM tier: boot the patched kernel in qemu and run the vmtest-tagged tests"
 	@echo "make image       build/agentcg-replay.tar without a Docker daemon (TRACES=dir to bake other traces)"
 	@echo "make images      build/images/: replay, agentcg-nri and pause images, docker-archive and OCI tars"
+	@echo "make manifests   render deploy/helm/agentcg into deploy/manifests/agentcg.yaml (manifests-check: compare)"
+	@echo "make dist        dist/: static binaries, tarball, .deb, image tars, SHA256SUMS; runs every binary with --version"
 	@echo "make bench       replay throughput vs a raw touch loop, parser benchmark"
 	@echo "make generate    rebuild the BPF objects with bpf2go (needs clang)"
 	@echo "make experiment  run the default experiment (VM mode on machines without the patched kernel)"
@@ -27,7 +29,7 @@ test:
 	$(GO) vet ./...
 	$(GO) test ./...
 
-check: test vmtest
+check: test manifests-check vmtest
 
 deps:
 	scripts/deps.sh
@@ -47,6 +49,15 @@ images: build
 	bin/agentcg-image nri --binary bin/agentcg-nri --out build/images/agentcg-nri.tar --oci build/images/agentcg-nri.oci.tar
 	bin/agentcg-image pause --binary build/images/pause --out build/images/agentcg-pause.tar --oci build/images/agentcg-pause.oci.tar
 	@rm -f build/images/pause
+
+# The chart is rendered with Helm's own engine from a separate tool module
+# (deploy/tools), so the main go.mod stays free of Helm and nfpm.
+RENDER := cd deploy/tools && $(GO) run ./cmd/render-chart --chart ../helm/agentcg
+manifests:
+	$(RENDER) --lint --out ../manifests/agentcg.yaml
+
+manifests-check:
+	$(RENDER) --lint --check --out ../manifests/agentcg.yaml
 
 bench: build
 	scripts/bench.sh

@@ -6,7 +6,7 @@ GO      ?= go
 LDFLAGS := -s -w -X github.com/agentcg/agentcg/internal/version.Version=$(VERSION)
 BINS    := agentcg agentcg-replay agentcg-nri agentcg-hook agentcg-runc
 
-.PHONY: build test check deps vmtest image images manifests manifests-check dist bench generate experiment clean help
+.PHONY: build test check deps vmtest image images manifests manifests-check dist deb bench generate experiment clean help
 
 help:
 	@echo "make build       static binaries into bin/"
@@ -34,7 +34,7 @@ check: test manifests-check vmtest
 deps:
 	scripts/deps.sh
 
-vmtest: deps build image
+vmtest: deps build image deb
 	scripts/vm/vmtest.sh
 
 image: build
@@ -59,6 +59,17 @@ manifests:
 manifests-check:
 	$(RENDER) --lint --check --out ../manifests/agentcg.yaml
 
+# Release artefacts in dist/ (deploy/tools/cmd/dist, nfpm as a library):
+# every binary is run with --version and --help first.
+DIST := cd deploy/tools && $(GO) run ./cmd/dist --root ../.. --version $(VERSION)
+dist: build images manifests-check
+	$(DIST) --out dist
+	@cat dist/SHA256SUMS
+
+# Only the .deb, into build/deb/: the VM tier installs it with dpkg -i.
+deb: build
+	$(DIST) --deb-only --out build/deb
+
 bench: build
 	scripts/bench.sh
 
@@ -69,4 +80,4 @@ experiment: deps build image
 	scripts/experiment.sh $(EXPERIMENT_ARGS)
 
 clean:
-	rm -rf bin build
+	rm -rf bin build dist

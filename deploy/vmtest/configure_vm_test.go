@@ -108,4 +108,3 @@ func TestVMConfigureContainerd(t *testing.T) {
 		return nil
 	})
 }
-

@@ -29,15 +29,7 @@ func TestVMDoctor(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("mode: bpf\nstate_dir: /run/agentcg-doctor/containers\npolicy:\n  pin_dir: /sys/fs/bpf/agentcg-doctor\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	doctorRun := func() ([]doctor.Result, string) {
-		out, err := exec.Command(agentcg, "doctor", "--json", "--config", cfg).Output()
-		var rs []doctor.Result
-		if jerr := json.Unmarshal(out, &rs); jerr != nil {
-			t.Fatalf("doctor --json: %v (exit %v)\n%s", jerr, err, out)
-		}
-		text, _ := exec.Command(agentcg, "doctor", "--config", cfg).CombinedOutput()
-		return rs, string(text)
-	}
+	doctorRun := func() ([]doctor.Result, string) { return doctorJSON(t, agentcg, cfg) }
 
 	rs, text := doctorRun()
 	if r := find(rs, "plugin"); r.Status != doctor.Fail || !strings.Contains(r.Fix, "agentcg-nri") {
@@ -51,6 +43,18 @@ func TestVMDoctor(t *testing.T) {
 			t.Errorf("%s: %s %s (fix: %s)", r.Name, r.Status, r.Detail, r.Fix)
 		}
 	}
+}
+
+// doctorJSON runs agentcg doctor with --json and without.
+func doctorJSON(t *testing.T, agentcg, cfg string) ([]doctor.Result, string) {
+	t.Helper()
+	out, err := exec.Command(agentcg, "doctor", "--json", "--config", cfg).Output()
+	var rs []doctor.Result
+	if jerr := json.Unmarshal(out, &rs); jerr != nil {
+		t.Fatalf("doctor --json: %v (exit %v)\n%s", jerr, err, out)
+	}
+	text, _ := exec.Command(agentcg, "doctor", "--config", cfg).CombinedOutput()
+	return rs, string(text)
 }
 
 func find(rs []doctor.Result, name string) doctor.Result {
@@ -76,7 +80,7 @@ func TestVMCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.Remove(cg)
-	chart := []string{"bpf", "perfmon", "sys_admin"}
+	chart := []string{"bpf", "perfmon"} // values.yaml securityContext.capabilities.add
 	try := func(caps []string) (bool, string) {
 		pin := "/sys/fs/bpf/agentcg-caps"
 		bound := "-all"
@@ -97,7 +101,7 @@ func TestVMCapabilities(t *testing.T) {
 		exec.Command(agentcg, "detach", "--pin-dir", pin, "--all").Run()
 		return ok, strings.TrimSpace(string(out))
 	}
-	sets := [][]string{chart, {"bpf", "perfmon"}, {"bpf", "perfmon", "net_admin"}, {"sys_admin"}, {"bpf", "sys_admin"}, {"perfmon", "sys_admin"}, {}}
+	sets := [][]string{chart, {"sys_admin"}, {"bpf"}, {"perfmon"}, {}}
 	results := map[string]bool{}
 	for _, s := range sets {
 		ok, out := try(s)

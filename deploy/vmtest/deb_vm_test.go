@@ -1,0 +1,70 @@
+//go:build vmtest
+
+package vmtest_test
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agentcg/agentcg/internal/vmtest"
+)
+
+// TestVMDeb installs the .deb that `make deb` built (make vmtest does) with
+// dpkg -i: the binaries run, the conffile is the config the plugin loads,
+// the hooks.d files point at the installed hook, and the plugin started the
+// way the systemd unit starts it connects to containerd. The guest has no
+// systemd as PID 1, so the unit's ExecStart is run by hand.
+func TestVMDeb(t *testing.T) {
+	vmtest.Require(t)
+	debs, _ := filepath.Glob(filepath.Join(vmtest.Src(t), "build/deb/agentcg_*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("want one build/deb/agentcg_*.deb (make deb), found %v", debs)
+	}
+	t.Logf("dpkg -i %s:\n%s", filepath.Base(debs[0]), run(t, "dpkg", "-i", debs[0]))
+	t.Cleanup(func() { exec.Command("dpkg", "--purge", "agentcg").Run() })
+	if out := run(t, "dpkg-query", "-W", "-f", "${Status}", "agentcg"); out != "install ok installed" {
+		t.Fatalf("dpkg status %q", out)
+	}
+	for _, b := range []string{"agentcg", "agentcg-nri", "agentcg-hook", "agentcg-runc"} {
+		p := "/usr/bin/" + b
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o755 {
+			t.Errorf("%s: %v %v", p, st, err)
+		}
+	}
+	t.Logf("agentcg --version: %s", run(t, "/usr/bin/agentcg", "--version"))
+	if conf := run(t, "dpkg-query", "-W", "-f", "${Conffiles}", "agentcg"); !strings.Contains(conf, "/etc/agentcg/config.yaml") {
+		t.Errorf("conffiles %q lack /etc/agentcg/config.yaml", conf)
+	}
+	for _, f := range []string{"agentcg-createruntime.json", "agentcg-poststop.json"} {
+		b, err := os.ReadFile("/usr/share/containers/oci/hooks.d/" + f)
+		if err != nil || !strings.Contains(string(b), `"/usr/bin/agentcg-hook"`) {
+			t.Errorf("hooks.d %s: %v\n%s", f, err, b)
+		}
+	}
+	// The installed config is valid (doctor's config check).
+	rs, text := doctorJSON(t, "/usr/bin/agentcg", "/etc/agentcg/config.yaml")
+	if r := find(rs, "config"); r.Status != "ok" {
+		t.Errorf("installed config: %+v\n%s", r, text)
+	}
+
+	// Start the plugin as the unit does, with the installed config.
+	execStart := []string{"/usr/bin/agentcg-nri", "--config", "/etc/agentcg/config.yaml"}
+	unit := "/lib/systemd/system/agentcg-nri.service"
+	if f, err := os.Open(unit); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "ExecStart="); ok {
+				execStart = strings.Fields(v)
+			}
+		}
+		f.Close()
+		t.Logf("%s: ExecStart=%s", unit, strings.Join(execStart, " "))
+	} else {
+		t.Logf("NOT PROVEN: the package ships no %s (deploy/systemd/agentcg-nri.service is not on main); starting %v", unit, execStart)
+	}
+	startNRI(t, execStart...)
+}

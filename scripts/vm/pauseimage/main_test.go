@@ -10,8 +10,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -46,7 +46,7 @@ func TestArchive(t *testing.T) {
 		Architecture string `json:"architecture"`
 		OS           string `json:"os"`
 		Config       struct{ Entrypoint []string }
-		RootFS           struct {
+		RootFS       struct {
 			DiffIDs []string `json:"diff_ids"`
 		} `json:"rootfs"`
 	}

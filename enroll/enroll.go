@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -86,6 +87,14 @@ type Option func(*Enroller)
 // it, a record of another mode fails to detach with an error that says so.
 func WithOpener(o Opener) Option { return func(e *Enroller) { e.opener = o } }
 
+// AttachHook runs right before each attach, with the record written; an
+// error fails the attach. It exists for fault injection (a blocked attach)
+// in tests of the front doors.
+type AttachHook func(ctx context.Context, id, cgroupDir string) error
+
+// WithAttachHook sets a hook that runs before each attach.
+func WithAttachHook(h AttachHook) Option { return func(e *Enroller) { e.attachHook = h } }
+
 // Enroller applies priorities to containers through a policy. It holds no
 // lock across a kernel call: enrollments of one container are serialised
 // with each other (so a Stop that overtakes a slow attach waits for it and
@@ -100,6 +109,8 @@ type Enroller struct {
 	records  Records
 	ids      keyedMutex
 	opener   Opener
+	// attachHook is a test seam (WithAttachHook).
+	attachHook AttachHook
 
 	mu     sync.Mutex // guards others
 	others map[policy.Mode]policy.Policy
@@ -221,7 +232,11 @@ func (e *Enroller) enroll(ctx context.Context, c Container) Result {
 	}
 
 	prev, hadPrev, err := e.records.Get(c.ID)
-	if err != nil && !errors.Is(err, ErrBadRecord) {
+	if errors.Is(err, ErrBadRecord) {
+		// Overwritten below by a good one; the old link, if any, is
+		// replaced by the attach.
+		e.log.Warn("replacing an unreadable record", "container", c.ID, "err", err)
+	} else if err != nil {
 		return reject(Failed, ReasonStateFailed, err)
 	}
 	if hadPrev && prev.Mode != "" && prev.Mode != e.pol.Mode() {
@@ -241,12 +256,14 @@ func (e *Enroller) enroll(ctx context.Context, c Container) Result {
 		return reject(Failed, r, err)
 	}
 	var link policy.Link
-	if da, ok := e.pol.(policy.DirAttacher); ok {
-		link, err = da.AttachDir(ctx, dirf, dir, prio)
-	} else {
-		link, err = e.pol.Attach(ctx, dir, prio)
+	var aerr error
+	if e.attachHook != nil {
+		aerr = e.attachHook(ctx, c.ID, dir)
 	}
-	if err != nil {
+	if aerr == nil {
+		link, aerr = e.attach(ctx, dirf, dir, prio)
+	}
+	if aerr != nil {
 		if !hadPrev {
 			if derr := e.records.Delete(c.ID); derr != nil {
 				e.log.Warn("dropping record after failed attach", "container", c.ID, "err", derr)
@@ -255,12 +272,21 @@ func (e *Enroller) enroll(ctx context.Context, c Container) Result {
 			e.log.Warn("restoring the previous record after failed attach", "container", c.ID, "err", perr)
 		}
 		if ctx.Err() != nil {
-			return reject(Failed, ReasonContextCanceled, fmt.Errorf("attach %s to %s: %w", prio, dir, err))
+			return reject(Failed, ReasonContextCanceled, fmt.Errorf("attach %s to %s: %w", prio, dir, aerr))
 		}
-		return reject(Failed, ReasonAttachFailed, fmt.Errorf("attach %s to %s: %w", prio, dir, err))
+		return reject(Failed, ReasonAttachFailed, fmt.Errorf("attach %s to %s: %w", prio, dir, aerr))
 	}
 	res.Outcome, res.Link = Attached, link
 	return res
+}
+
+// attach hands the opened directory to the policy when it can take one
+// (policy.DirAttacher), else the path.
+func (e *Enroller) attach(ctx context.Context, dirf *os.File, dir string, prio policy.Priority) (policy.Link, error) {
+	if da, ok := e.pol.(policy.DirAttacher); ok {
+		return da.AttachDir(ctx, dirf, dir, prio)
+	}
+	return e.pol.Attach(ctx, dir, prio)
 }
 
 // putRecord writes rec; for high under a cap it first counts the enrolled

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,6 +34,17 @@ type env struct {
 	metrics *plugin.Metrics
 	rt      *adaptation.Adaptation
 	log     *bytes.Buffer
+	status  string // status file path
+}
+
+// settle waits until the plugin's queued work is done.
+func (e *env) settle(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.plugin.Wait(ctx); err != nil {
+		t.Fatalf("queued work never finished: %v\n%s", err, e.log)
+	}
 }
 
 // registered reports the plugin count the runtime sees, so tests start
@@ -60,6 +73,8 @@ type setup struct {
 	before func(*env)
 	// policy replaces the fake policy (e.pol then only serves as a stand-in).
 	policy policy.Policy
+	// cfg edits the configuration.
+	cfg func(*enroll.Config)
 }
 
 func start(t *testing.T, s setup) *env {
@@ -71,6 +86,9 @@ func start(t *testing.T, s setup) *env {
 	cfg := enroll.DefaultConfig()
 	cfg.CgroupRoot, cfg.ProcRoot, cfg.StateDir = tr.CgroupRoot, tr.ProcRoot, filepath.Join(t.TempDir(), "state")
 	cfg.High.Namespaces = []string{"prod"}
+	if s.cfg != nil {
+		s.cfg(&cfg)
+	}
 	if s.failMode != "" {
 		cfg.FailMode = s.failMode
 	}
@@ -84,8 +102,9 @@ func start(t *testing.T, s setup) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.metrics = plugin.NewMetrics(pol)
-	e.plugin = plugin.New(en, log, e.metrics)
+	e.metrics = plugin.NewMetrics(pol, plugin.BuildInfo{Version: "test"})
+	e.status = plugin.StatusPath(cfg.StateDir)
+	e.plugin = plugin.New(en, plugin.Options{Log: log, Metrics: e.metrics, Status: plugin.NewStatusFile(e.status, "test", string(pol.Mode()), log)})
 	if s.before != nil {
 		s.before(e)
 	}
@@ -131,6 +150,7 @@ func start(t *testing.T, s setup) *env {
 		t.Fatal("plugin never registered with the runtime")
 	}
 	e.rt = rt
+	e.settle(t)
 	return e
 }
 
@@ -236,6 +256,7 @@ func TestEvents(t *testing.T) {
 			if err := e.rt.RemoveContainer(ctx, &api.RemoveContainerRequest{Pod: pod(tc.ns), Container: ctr}); err != nil {
 				t.Fatal(err)
 			}
+			e.settle(t)
 
 			calls := e.pol.Calls()
 			var want []enrolltest.Call
@@ -311,6 +332,7 @@ func TestSynchronize(t *testing.T) {
 			e.pol.AddLink(policy.Link{CgroupID: 77, CgroupPath: filepath.Join(e.tr.CgroupRoot, "kubepods/ghost"), Priority: policy.High, Mode: policy.ModeBPF})
 		},
 	})
+	e.settle(t)
 	links := e.pol.Links()
 	if len(links) != 3 {
 		t.Fatalf("links after sync = %d (%v), want 3", len(links), links)
@@ -323,7 +345,7 @@ func TestSynchronize(t *testing.T) {
 	if got := metric(t, e.metrics.Registry, "agentcg_policy_links", map[string]string{"priority": "low"}); got != 3 {
 		t.Fatalf("agentcg_policy_links{low} = %v, want 3", got)
 	}
-	if !strings.Contains(e.log.String(), "orphans_removed=1") || !strings.Contains(e.log.String(), "stale_records=1") {
+	if !strings.Contains(e.log.String(), "orphans_removed=1") || !strings.Contains(e.log.String(), "stale_records=1") || !strings.Contains(e.log.String(), "kept=1") {
 		t.Fatalf("sync log:\n%s", e.log)
 	}
 }
@@ -335,20 +357,75 @@ func stateDir(t *testing.T, e *env) string {
 	return e.plugin.Enroller().Config().StateDir
 }
 
-func TestPolicyCountersByPriority(t *testing.T) {
+func TestPolicyMetrics(t *testing.T) {
 	e := start(t, setup{})
 	e.pol.AddLink(policy.Link{CgroupID: 1, CgroupPath: e.tr.CgroupRoot + "/h", Priority: policy.High})
 	e.pol.AddLink(policy.Link{CgroupID: 2, CgroupPath: e.tr.CgroupRoot + "/l1", Priority: policy.Low})
 	e.pol.AddLink(policy.Link{CgroupID: 3, CgroupPath: e.tr.CgroupRoot + "/l2", Priority: policy.Low})
-	e.pol.SetStats(2, policy.Counters{DelayCalls: 10, DelayNonZero: 4})
-	e.pol.SetStats(3, policy.Counters{DelayCalls: 5, DelayNonZero: 1})
-	e.pol.SetStats(1, policy.Counters{BelowLowTrue: 7})
+	e.pol.SetTotals(policy.Low, policy.Counters{DelayCalls: 15, DelayNonZero: 5})
+	e.pol.SetTotals(policy.High, policy.Counters{BelowLowTrue: 7})
 	m := e.metrics.Registry
-	if got := metric(t, m, "agentcg_policy_delay_calls", map[string]string{"priority": "low", "result": "nonzero"}); got != 5 {
-		t.Fatalf("low nonzero delays = %v, want 5", got)
+	fams, err := m.Gather()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := metric(t, m, "agentcg_policy_below_low_calls", map[string]string{"priority": "high", "result": "true"}); got != 7 {
-		t.Fatalf("high below_low true = %v, want 7", got)
+	types := map[string]string{}
+	for _, f := range fams {
+		types[f.GetName()] = f.GetType().String()
+	}
+	for name, want := range map[string]string{
+		"agentcg_policy_delay_calls_total": "COUNTER", "agentcg_policy_below_low_calls_total": "COUNTER",
+		"agentcg_policy_links": "GAUGE", "agentcg_build_info": "GAUGE", "agentcg_nri_connected": "GAUGE",
+		"process_open_fds": "GAUGE", "go_goroutines": "GAUGE",
+	} {
+		if types[name] != want {
+			t.Errorf("%s: type %q, want %s", name, types[name], want)
+		}
+	}
+	checks := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"agentcg_policy_delay_calls_total", map[string]string{"priority": "low", "result": "nonzero"}, 5},
+		{"agentcg_policy_below_low_calls_total", map[string]string{"priority": "high", "result": "true"}, 7},
+		{"agentcg_policy_links", map[string]string{"priority": "low"}, 2},
+		{"agentcg_build_info", map[string]string{"version": "test"}, 1},
+		{"agentcg_nri_connected", nil, 1},
+	}
+	for _, c := range checks {
+		if got := metric(t, m, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+}
+
+// /healthz answers while the process runs; /readyz only while connected.
+func TestHealthAndReady(t *testing.T) {
+	e := start(t, setup{})
+	h := e.metrics.Handler(func() bool { c, _ := e.plugin.Connected(); return c })
+	get := func(path string) int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code
+	}
+	if get("/healthz") != 200 || get("/readyz") != 200 || get("/metrics") != 200 {
+		t.Fatalf("connected: healthz %d readyz %d metrics %d", get("/healthz"), get("/readyz"), get("/metrics"))
+	}
+	st, err := plugin.ReadStatus(e.status)
+	if err != nil || !st.Connected || st.Pid != os.Getpid() || st.Runtime != "mock" || st.Version != "test" {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+	e.plugin.Disconnected()
+	if get("/healthz") != 200 || get("/readyz") != 503 {
+		t.Fatalf("disconnected: healthz %d readyz %d", get("/healthz"), get("/readyz"))
+	}
+	if st, err := plugin.ReadStatus(e.status); err != nil || st.Connected {
+		t.Fatalf("status after disconnect %+v, %v", st, err)
+	}
+	srv := plugin.NewServer("127.0.0.1:0", h)
+	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 {
+		t.Fatalf("server without header/read timeouts: %+v", srv)
 	}
 }
 
@@ -381,7 +458,8 @@ func TestSlowAttachKeepsPlugin(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			e.pol.Block = make(chan struct{})
+			block := make(chan struct{})
+			e.pol.SetBlock(block)
 			mk := func(id string) *api.Container {
 				return &api.Container{Id: id, PodSandboxId: "pod-dev", Annotations: map[string]string{"agentcg.priority": "low"},
 					Linux: &api.LinuxContainer{CgroupsPath: "/k/" + id}}
@@ -393,7 +471,7 @@ func TestSlowAttachKeepsPlugin(t *testing.T) {
 			if fm == enroll.FailClosed && !strings.Contains(err.Error(), "did not finish") {
 				t.Fatalf("err = %v", err)
 			}
-			close(e.pol.Block)
+			close(block)
 			// Still connected: the next container is attached.
 			if err := e.rt.StartContainer(ctx, &api.StartContainerRequest{Pod: pod("dev"), Container: mk("fast")}); err != nil {
 				t.Fatal(err)
@@ -403,6 +481,7 @@ func TestSlowAttachKeepsPlugin(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			e.settle(t)
 			if links := e.pol.Links(); len(links) != 0 {
 				t.Fatalf("links left: %v\n%s", links, e.log)
 			}
@@ -464,6 +543,7 @@ func TestAutoWithoutKernelFeatureAppliesNative(t *testing.T) {
 	if err := e.rt.RemoveContainer(ctx, &api.RemoveContainerRequest{Pod: pod("dev"), Container: ctr}); err != nil {
 		t.Fatal(err)
 	}
+	e.settle(t)
 	if got := read(); got != "max" {
 		t.Fatalf("memory.high after RemoveContainer = %q, want the previous \"max\"", got)
 	}

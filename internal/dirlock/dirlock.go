@@ -34,15 +34,20 @@ func Lock(dir string) (unlock func(), err error) {
 // gives up when ctx ends (a ctx without deadline gets DefaultTimeout). The
 // returned func releases the lock.
 func LockContext(ctx context.Context, dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return LockFile(ctx, filepath.Join(dir, ".lock"))
+}
+
+// LockFile takes an exclusive flock on the file p (created if needed) and
+// gives up when ctx ends (a ctx without deadline gets DefaultTimeout).
+func LockFile(ctx context.Context, p string) (unlock func(), err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
-	}
-	p := filepath.Join(dir, ".lock")
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", p, err)

@@ -1,126 +1,288 @@
 // Command agentcg-nri is the agentcg NRI plugin. It runs as an external
 // daemon on containerd's NRI socket or as a pre-installed NN-agentcg plugin,
-// loads the policy once, and attaches it to annotated containers.
+// loads the policy once, and attaches it to annotated containers. When the
+// runtime drops it, it reconnects by itself (a pre-installed instance then
+// reconnects through the NRI socket as an external plugin).
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
-	"github.com/agentcg/agentcg/bpf"
 	"github.com/agentcg/agentcg/enroll"
+	"github.com/agentcg/agentcg/internal/dirlock"
 	"github.com/agentcg/agentcg/internal/version"
 	"github.com/agentcg/agentcg/plugin"
 	"github.com/agentcg/agentcg/policy"
 	"github.com/agentcg/agentcg/policy/mode"
+	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
 )
 
+type options struct {
+	config, socket, name, idx, metrics string
+	logFormat, logOutput               string
+	debug                              bool
+	faultBlockAttach                   string
+}
+
 func main() {
-	if err := run(); err != nil {
+	var o options
+	root := &cobra.Command{
+		Use:   "agentcg-nri",
+		Short: "agentcg NRI plugin: attach the memory priority policy to annotated containerd (CRI) containers",
+		Long: `agentcg-nri attaches the agentcg memory policy to containers annotated
+agentcg.priority: high|low (or agentcg.priority/container.<name>, agentcg.priority/pod).
+
+Run it as a daemon on containerd's NRI socket (a systemd unit or a DaemonSet),
+or pre-install it as /opt/nri/plugins/NN-agentcg. See plugin/README.md.`,
+		Version:       version.Version,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o) },
+	}
+	f := root.Flags()
+	f.StringVar(&o.config, "config", os.Getenv("AGENTCG_CONFIG"), "config file, YAML or JSON (default $AGENTCG_CONFIG, else "+enroll.DefaultConfigPath+" if present)")
+	f.StringVar(&o.socket, "socket", "", "NRI socket (default "+api.DefaultSocketPath+"; also used to reconnect when pre-installed)")
+	f.StringVar(&o.name, "name", "agentcg", "plugin name (external mode)")
+	f.StringVar(&o.idx, "idx", "50", "plugin index, two digits (external mode)")
+	f.StringVar(&o.metrics, "metrics", "", "listen address for /metrics, /healthz, /readyz, e.g. 127.0.0.1:9464 (overrides metrics_addr)")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.logOutput, "log-output", outAuto, "stderr, journald or a file path; auto is stderr, or when pre-installed journald if running, else "+defaultLogFile)
+	f.BoolVar(&o.debug, "debug", false, "debug logging")
+	f.StringVar(&o.faultBlockAttach, "fault-block-attach", "", "TEST ONLY: every attach waits while this file exists")
+	f.MarkHidden("fault-block-attach")
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := root.ExecuteContext(ctx)
+	cancel()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "agentcg-nri:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	cfgPath := flag.String("config", os.Getenv("AGENTCG_CONFIG"), "config file, YAML or JSON (default "+enroll.DefaultConfigPath+" if present)")
-	socket := flag.String("socket", "", "NRI socket (default /var/run/nri/nri.sock; ignored when started pre-installed)")
-	name := flag.String("name", "agentcg", "plugin name (external mode)")
-	idx := flag.String("idx", "50", "plugin index, two digits (external mode)")
-	metrics := flag.String("metrics", "", "Prometheus listen address, e.g. :9464 (overrides metrics_addr)")
-	debug := flag.Bool("debug", false, "debug logging")
-	flag.Parse()
-
+func run(ctx context.Context, o options) error {
 	level := slog.LevelInfo
-	if *debug {
+	if o.debug {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "agentcg-nri")
-
-	cfg, err := enroll.LoadConfig(*cfgPath)
+	log, closeLog, err := newLogger(o.logFormat, o.logOutput, level)
 	if err != nil {
 		return err
 	}
-	if *metrics != "" {
-		cfg.MetricsAddr = *metrics
+	defer closeLog()
+	log = log.With("component", "agentcg-nri")
+	if err := serve(ctx, o, log); err != nil {
+		log.Error("exiting", "err", err)
+		return err
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
+	return nil
+}
 
-	// Load the policy (the BPF object) once; the request path only attaches.
-	pol, err := mode.Open(ctx, mode.Options{Mode: cfg.Mode, Config: cfg.Policy, Logger: slog.New(slog.DiscardHandler)})
+func serve(ctx context.Context, o options, log *slog.Logger) error {
+	cfg, err := enroll.LoadConfig(o.config)
 	if err != nil {
-		return fmt.Errorf("open policy (mode %s): %w", cfg.Mode, err)
+		return err
+	}
+	if o.metrics != "" {
+		cfg.MetricsAddr = o.metrics
+	}
+
+	// One plugin per state dir: a pre-installed instance that reconnected
+	// externally must not run beside the one containerd starts next.
+	lockCtx, cancelLock := context.WithTimeout(ctx, 5*time.Second)
+	unlock, err := dirlock.LockFile(lockCtx, filepath.Join(cfg.StateDir, "agentcg-nri.lock"))
+	cancelLock()
+	if err != nil {
+		if st, serr := plugin.ReadStatus(plugin.StatusPath(cfg.StateDir)); serr == nil {
+			return fmt.Errorf("another agentcg-nri (pid %d) serves state dir %s: %w", st.Pid, cfg.StateDir, err)
+		}
+		return fmt.Errorf("another agentcg-nri serves state dir %s: %w", cfg.StateDir, err)
+	}
+	defer unlock()
+
+	pol, probeErr, err := openPolicy(ctx, cfg, log)
+	if err != nil {
+		return err
 	}
 	defer pol.Close()
-	// The BPF policy loads its objects lazily; if it offers an eager load,
-	// do it now so the first StartContainer pays only for the attach.
-	if pre, ok := pol.(interface{ Preload(context.Context) error }); ok {
-		if err := pre.Preload(ctx); err != nil {
-			return fmt.Errorf("preload policy: %w", err)
-		}
-	}
-	var probeErr error
-	if cfg.Mode == policy.ModeAuto && pol.Mode() == policy.ModeNative {
-		probeErr = bpf.Probe()
-	}
 	plugin.AnnounceMode(log, cfg.Mode, pol, probeErr)
 
-	e, err := enroll.New(cfg, pol, log)
+	opts := []enroll.Option{enroll.WithOpener(func(ctx context.Context, m policy.Mode) (policy.Policy, error) {
+		return mode.Open(ctx, mode.Options{Mode: m, Config: cfg.Policy, Logger: log.With("component", "policy", "mode", string(m))})
+	})}
+	if o.faultBlockAttach != "" {
+		log.Warn("TEST ONLY: attaches wait while a file exists", "file", o.faultBlockAttach)
+		opts = append(opts, enroll.WithAttachHook(blockWhileExists(o.faultBlockAttach, log)))
+	}
+	e, err := enroll.New(cfg, pol, log, opts...)
 	if err != nil {
 		return err
 	}
-	m := plugin.NewMetrics(pol)
-	p := plugin.New(e, log, m)
+	defer e.Close()
+	status := plugin.NewStatusFile(plugin.StatusPath(cfg.StateDir), version.Version, string(pol.Mode()), log)
+	m := plugin.NewMetrics(pol, plugin.BuildInfo{Version: version.Version})
+	p := plugin.New(e, plugin.Options{Log: log, Metrics: m, Status: status})
 
 	if cfg.MetricsAddr != "" {
-		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})}
+		srv := plugin.NewServer(cfg.MetricsAddr, m.Handler(func() bool { c, _ := p.Connected(); return c }))
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("metrics server", "addr", cfg.MetricsAddr, "err", err)
 			}
 		}()
 		defer srv.Close()
-		log.Info("serving metrics", "addr", cfg.MetricsAddr, "path", "/metrics")
+		log.Info("serving metrics", "addr", cfg.MetricsAddr, "paths", "/metrics /healthz /readyz")
 	}
 
-	var opts []stub.Option
-	if os.Getenv("NRI_PLUGIN_SOCKET") == "" {
-		// External daemon: name ourselves. Pre-installed plugins take
-		// name and index from NN-name and get a connected socket.
-		opts = append(opts, stub.WithPluginName(*name), stub.WithPluginIdx(*idx))
-		if *socket != "" {
-			opts = append(opts, stub.WithSocketPath(*socket))
+	log.Info("starting", "version", version.Version, "mode", string(pol.Mode()), "cgroup_root", cfg.CgroupRoot, "state_dir", cfg.StateDir,
+		"annotation", cfg.AnnotationKey, "fail_mode", string(cfg.FailMode), "preinstalled", preinstalled())
+	err = connectLoop(ctx, o, cfg, p, log)
+
+	// Let queued detaches finish (bounded) so a clean stop leaves no pins.
+	drain, cancelDrain := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelDrain()
+	if werr := p.Wait(drain); werr != nil {
+		log.Warn("exiting with work queued", "err", werr)
+	}
+	status.Remove()
+	return err
+}
+
+// openPolicy loads the policy once (the request path only attaches). With
+// mode auto, any BPF failure, at open or at the eager load, falls back to
+// the native policy and the reason is returned for AnnounceMode.
+func openPolicy(ctx context.Context, cfg enroll.Config, log *slog.Logger) (policy.Policy, error, error) {
+	plog := log.With("component", "policy")
+	pol, err := mode.Open(ctx, mode.Options{Mode: cfg.Mode, Config: cfg.Policy, Logger: plog})
+	var why error
+	if err == nil {
+		// The BPF policy loads its objects lazily; load them now so the
+		// first StartContainer pays only for the attach.
+		if pre, ok := pol.(interface{ Preload(context.Context) error }); ok {
+			if err = pre.Preload(ctx); err != nil {
+				pol.Close()
+				err = fmt.Errorf("preload policy: %w", err)
+			}
 		}
 	}
-	lost := make(chan struct{})
-	opts = append(opts, stub.WithOnClose(func() {
-		log.Warn("NRI connection closed; exiting so the supervisor restarts us")
-		close(lost)
-		cancel()
-	}))
-	s, err := stub.New(p, opts...)
 	if err != nil {
-		return fmt.Errorf("nri stub: %w", err)
+		if cfg.Mode != policy.ModeAuto {
+			return nil, nil, fmt.Errorf("open policy (mode %s): %w", cfg.Mode, err)
+		}
+		why = err
+		pol, err = mode.Open(ctx, mode.Options{Mode: policy.ModeNative, Config: cfg.Policy, Logger: plog})
+		if err != nil {
+			return nil, nil, fmt.Errorf("open the native fallback after the BPF policy failed (%v): %w", why, err)
+		}
 	}
-	log.Info("starting", "version", version.Version, "mode", string(pol.Mode()), "cgroup_root", cfg.CgroupRoot, "annotation", cfg.AnnotationKey, "fail_mode", string(cfg.FailMode))
-	err = s.Run(ctx)
-	select {
-	case <-lost:
-		return errors.New("lost the NRI connection")
-	default:
+	if why == nil && cfg.Mode == policy.ModeAuto && pol.Mode() == policy.ModeNative {
+		why = errors.New("the kernel lacks memcg_bpf_ops (BTF probe)")
 	}
-	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("nri stub: %w", err)
+	return pol, why, nil
+}
+
+// connectLoop registers with the runtime and, whenever the connection is
+// lost, registers again with a capped backoff, until ctx ends.
+func connectLoop(ctx context.Context, o options, cfg enroll.Config, p *plugin.Plugin, log *slog.Logger) error {
+	closed := cfg.FailMode == enroll.FailClosed
+	backoff := time.Second
+	for attempt := 0; ; attempt++ {
+		var opts []stub.Option
+		if !preinstalled() {
+			// External daemon: name ourselves. Pre-installed plugins take
+			// name and index from NN-name and get a connected socket.
+			name, idx := o.name, o.idx
+			if n := os.Getenv(api.PluginNameEnvVar); n != "" {
+				name = n // a pre-installed instance reconnecting externally
+			}
+			if i := os.Getenv(api.PluginIdxEnvVar); i != "" {
+				idx = i
+			}
+			opts = append(opts, stub.WithPluginName(name), stub.WithPluginIdx(idx))
+			if o.socket != "" {
+				opts = append(opts, stub.WithSocketPath(o.socket))
+			}
+		}
+		opts = append(opts,
+			stub.WithLogger(nriLogger{log.With("component", "nri")}),
+			stub.WithOnClose(p.Disconnected),
+			// Runtimes with failure-policy support (NRI >= 0.12.5) keep us
+			// registered after a slow request and, under fail_mode closed,
+			// fail the request rather than proceed without us. Older
+			// runtimes (containerd 2.1: NRI 0.8) ignore this.
+			stub.WithFailurePolicy(&api.FailurePolicy{FailRequest: closed, KeepConnected: true}),
+		)
+		s, err := stub.New(p, opts...)
+		if err != nil {
+			return fmt.Errorf("nri stub: %w", err)
+		}
+		began := time.Now()
+		err = s.Run(ctx)
+		p.Disconnected()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if preinstalled() {
+			// containerd 2.1 starts pre-installed plugins only when it
+			// starts itself; the inherited socket is dead now, so come
+			// back through the NRI socket like an external plugin.
+			os.Unsetenv(api.PluginSocketEnvVar)
+			log.Warn("pre-installed connection lost; reconnecting through the NRI socket as an external plugin", "socket", socketOr(o.socket))
+		}
+		if time.Since(began) > time.Minute {
+			backoff = time.Second
+		}
+		log.Warn("NRI connection lost or refused; reconnecting", "in", backoff, "attempt", attempt+1, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 30*time.Second)
 	}
-	return nil
+}
+
+func socketOr(s string) string {
+	if s == "" {
+		return api.DefaultSocketPath
+	}
+	return s
+}
+
+// blockWhileExists is the --fault-block-attach test hook: an attach waits
+// while file exists (or until its context ends).
+func blockWhileExists(file string, log *slog.Logger) enroll.AttachHook {
+	return func(ctx context.Context, id, dir string) error {
+		logged := false
+		for {
+			if _, err := os.Stat(file); err != nil {
+				return nil
+			}
+			if !logged {
+				log.Warn("TEST ONLY: attach blocked", "container", id, "cgroup", dir, "file", file)
+				logged = true
+			}
+			t := time.NewTimer(50 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("fault-block-attach: %w", ctx.Err())
+			case <-t.C:
+			}
+		}
+	}
 }

@@ -6,13 +6,14 @@ GO      ?= go
 LDFLAGS := -s -w -X github.com/agentcg/agentcg/internal/version.Version=$(VERSION)
 BINS    := agentcg agentcg-replay agentcg-nri agentcg-hook agentcg-runc
 
-.PHONY: build test check deps vmtest image images manifests manifests-check dist deb bench generate experiment clean help
+.PHONY: build test check deps vmtest vmtest-kube image images manifests manifests-check dist deb bench generate experiment clean help
 
 help:
 	@echo "make build       static binaries into bin/"
 	@echo "make check       THE test command: unit tests, then the VM tier (installs qemu/debootstrap if missing)"
 	@echo "make test        unit tests only (no root, no VM)"
 	@echo "make vmtest      VM tier: boot the patched kernel in qemu and run the vmtest-tagged tests"
+	@echo "make vmtest-kube VM tier, systemd profile: the plugin and annotated pods under a real kubelet (builds it once)"
 	@echo "make image       build/agentcg-replay.tar without a Docker daemon (TRACES=dir to bake other traces)"
 	@echo "make images      build/images/: replay, agentcg-nri and pause images, docker-archive and OCI tars"
 	@echo "make manifests   render deploy/helm/agentcg into deploy/manifests/agentcg.yaml (manifests-check: compare)"
@@ -36,6 +37,11 @@ deps:
 
 vmtest: deps build image deb
 	scripts/vm/vmtest.sh
+
+# systemd as PID 1, containerd with SystemdCgroup = true, a standalone kubelet
+# (scripts/vm/build-kubelet.sh, cached) and the vmtest_systemd-tagged tests.
+vmtest-kube: deps build image
+	scripts/vm/vmtest.sh --profile systemd
 
 image: build
 	bin/agentcg-image replay --binary bin/agentcg-replay --traces $(TRACES) --out build/agentcg-replay.tar

@@ -12,9 +12,10 @@ import (
 
 // Environment variables the guest init exports to every test binary.
 const (
-	EnvGuest   = "AGENTCG_GUEST"   // "1" inside the harness guest
-	EnvSrc     = "AGENTCG_SRC"     // the project checkout, shared from the host
-	EnvResults = "AGENTCG_RESULTS" // a folder copied back to the host
+	EnvGuest   = "AGENTCG_GUEST"      // "1" inside the harness guest
+	EnvSrc     = "AGENTCG_SRC"        // the project checkout, shared from the host
+	EnvResults = "AGENTCG_RESULTS"    // a folder copied back to the host
+	EnvProfile = "AGENTCG_VM_PROFILE" // the guest profile run.sh booted: "default" or "systemd"
 )
 
 // InGuest reports whether this process runs inside the harness guest.
@@ -25,6 +26,16 @@ func Require(t testing.TB) {
 	t.Helper()
 	if !InGuest() {
 		t.Skip("SKIP vmtest: needs the agentcg VM guest (patched kernel 7.3.4-memcgbpf, root, containerd, docker); run `make vmtest`")
+	}
+}
+
+// RequireSystemd skips the test, loudly, outside the guest's systemd profile
+// (systemd as PID 1, containerd with SystemdCgroup = true, a standalone kubelet).
+func RequireSystemd(t testing.TB) {
+	t.Helper()
+	Require(t)
+	if p := os.Getenv(EnvProfile); p != "systemd" {
+		t.Skipf("SKIP vmtest: needs the VM's systemd profile (this guest is %q); run `make vmtest-kube` or `scripts/vm/vmtest.sh --profile systemd`", p)
 	}
 }
 

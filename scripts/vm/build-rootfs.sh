@@ -9,6 +9,13 @@
 # by the package list only, so config/init edits rebuild in seconds.
 # Installed versions go to rootfs-<key>.versions.tsv next to the image.
 # The host's apt sources are never touched: debootstrap fetches sid directly.
+#
+#   build-rootfs.sh [--profile default|systemd]   (default: $AGENTCG_VM_PROFILE or default)
+#
+# The systemd profile (rootfs-systemd-<key>.img) adds packages-systemd.txt,
+# the kubelet (build-kubelet.sh), guest/systemd/ (units, kubelet config, the
+# harness runner) and containerd with SystemdCgroup = true; it boots systemd
+# as PID 1 into agentcg.target.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
@@ -16,20 +23,42 @@ cache=${AGENTCG_VM_CACHE:-/var/cache/agentcg}
 suite=${AGENTCG_VM_SUITE:-sid}
 mirror=${AGENTCG_VM_MIRROR:-http://deb.debian.org/debian}
 crictl_version=v1.34.0
+profile=${AGENTCG_VM_PROFILE:-default}
 export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
 
 log() { echo "build-rootfs: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-packages=$(grep -v '^#' "$here/packages.txt" | grep . | paste -sd, -)
+while [ $# -gt 0 ]; do
+	case $1 in
+	--profile) profile=$2; shift 2 ;;
+	*) die "usage: build-rootfs.sh [--profile default|systemd]" ;;
+	esac
+done
+pkglists=(packages.txt)
+extra=()   # profile files that go into the key
+prefix=    # image name: rootfs-<prefix><key>.img
+case $profile in
+default) ;;
+systemd)
+	pkglists+=(packages-systemd.txt)
+	mapfile -t extra < <(cd "$here" && echo build-kubelet.sh && ls -d guest/systemd/*)
+	prefix=systemd-
+	kubelet=$("$here/build-kubelet.sh") || die "kubelet build failed"
+	;;
+*) die "unknown profile $profile (default, systemd)" ;;
+esac
+
+packages=$(cd "$here" && cat "${pkglists[@]}" | grep -v '^#' | grep . | paste -sd, -)
 basekey=$(printf '%s\n' "$suite" "$mirror" "$packages" | sha256sum | cut -c1-16)
 key=$( {
-	printf '%s\n' "$basekey" "$crictl_version"
-	cd "$here" && cat build-rootfs.sh packages.txt guest/vminit guest/config.toml guest/daemon.json guest/crictl.yaml guest/10-agentcg.conflist pause/main.go pauseimage/main.go ../../replayimage/image/image.go ../../replayimage/image/specs.go
+	printf '%s\n' "$basekey" "$crictl_version" "$profile"
+	if [ "$profile" = systemd ]; then basename "$kubelet"; fi
+	cd "$here" && cat build-rootfs.sh "${pkglists[@]}" guest/vminit guest/config.toml guest/daemon.json guest/crictl.yaml guest/10-agentcg.conflist pause/main.go pauseimage/main.go ../../replayimage/image/image.go ../../replayimage/image/specs.go "${extra[@]}"
 } | sha256sum | cut -c1-16)
-img=$cache/rootfs-$key.img
+img=$cache/rootfs-$prefix$key.img
 
-if [ -f "$img" ] && [ -f "$cache/rootfs-$key.versions.tsv" ]; then
+if [ -f "$img" ] && [ -f "${img%.img}.versions.tsv" ]; then
 	echo "$img"
 	exit 0
 fi
@@ -79,6 +108,42 @@ fi
 (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$work/pause" ./scripts/vm/pause &&
 	go run ./scripts/vm/pauseimage --binary "$work/pause" --out "$work/pause.tar") || die "pause image build failed"
 
+# stage_systemd ROOT: the systemd profile's additions to the staged tree.
+stage_systemd() {
+	local r=$1 g=$here/guest/systemd u
+	install -D -m 0755 "$kubelet" "$r/usr/local/bin/kubelet"
+	install -D -m 0644 "$g/kubelet.yaml" "$r/etc/kubernetes/kubelet.yaml"
+	mkdir -p "$r/etc/kubernetes/manifests" "$r/var/lib/kubelet"
+	install -D -m 0755 "$g/agentcg-run" "$r/usr/local/sbin/agentcg-run"
+	for u in kubelet.service agentcg-run.service agentcg.target; do
+		install -D -m 0644 "$g/$u" "$r/etc/systemd/system/$u"
+	done
+	ln -sfn agentcg.target "$r/etc/systemd/system/default.target"
+	# The runtime's and the kubelet's cgroup driver is systemd (kubeadm's default).
+	sed -i 's/^\( *SystemdCgroup = \)false$/\1true/' "$r/etc/containerd/config.toml"
+	grep -q '^ *SystemdCgroup = true$' "$r/etc/containerd/config.toml" || die "SystemdCgroup not set in config.toml"
+	# Units that only cost boot time in a throw-away TCG guest (docker is not
+	# used by this profile; the timers and ConditionNeedsUpdate= jobs would
+	# run on every boot of the snapshot image; no getty on the harness console).
+	for u in docker.service docker.socket apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
+		fstrim.timer e2scrub_all.timer e2scrub_reap.service systemd-tmpfiles-clean.timer \
+		ldconfig.service systemd-journal-catalog-update.service systemd-hwdb-update.service \
+		systemd-sysusers.service systemd-firstboot.service systemd-networkd.service \
+		systemd-networkd.socket systemd-networkd-wait-online.service systemd-pstore.service \
+		serial-getty@ttyS0.service getty@tty1.service console-getty.service modprobe@.service \
+		systemd-random-seed.service systemd-remount-fs.service dev-hugepages.mount \
+		sys-fs-fuse-connections.mount systemd-journal-flush.service; do
+		ln -sfn /dev/null "$r/etc/systemd/system/$u"
+	done
+	# The journal lives in /run: nothing to flush to disk at boot.
+	install -D -m 0644 /dev/stdin "$r/etc/systemd/journald.conf.d/agentcg.conf" <<-EOF
+		[Journal]
+		Storage=volatile
+	EOF
+	[ -s "$r/etc/machine-id" ] || die "no /etc/machine-id in the base tree"
+	printf '127.0.0.1 localhost\n127.0.1.1 agentcg-vm\n' >"$r/etc/hosts"
+}
+
 # 4. Stage: the base tree plus our files. /sbin is a symlink to usr/sbin (gotcha 9).
 log "staging"
 cp -a "$base" "$work/root"
@@ -94,11 +159,15 @@ install -D -m 0644 "$work/pause.tar" "$r/usr/local/share/agentcg/pause.tar"
 mkdir -p "$r/agentcg" "$r/results" "$r/opt/nri/plugins" "$r/etc/nri/conf.d" "$r/var/run/nri"
 echo agentcg-vm >"$r/etc/hostname"
 : >"$r/etc/fstab"
+if [ "$profile" = systemd ]; then
+	stage_systemd "$r"
+fi
 
 # 5. Versions, for experiments' env.json.
 {
 	dpkg-query --admindir="$r/var/lib/dpkg" -W -f '${Package}\t${Version}\n'
 	printf 'crictl\t%s\n' "$crictl_version"
+	if [ "$profile" = systemd ]; then printf 'kubelet\t%s\n' "${kubelet##*/kubelet-}"; fi
 } >"$work/versions.tsv"
 for p in containerd runc docker.io docker-cli; do
 	grep -q "^$p	" "$work/versions.tsv" || die "package $p missing from the rootfs"
@@ -107,10 +176,13 @@ done
 # 6. The ext4 image (sparse). Guests boot it with snapshot=on, so it stays pristine.
 log "mkfs.ext4"
 mkfs.ext4 -q -F -L vmroot -d "$r" "$work/rootfs.img" 4G >/dev/null
-mv "$work/versions.tsv" "$cache/rootfs-$key.versions.tsv"
+mv "$work/versions.tsv" "${img%.img}.versions.tsv"
 mv "$work/rootfs.img" "$img"
-# Older images are no longer needed; a running guest keeps its open file.
-for old in "$cache"/rootfs-*.img; do
+# Older images of this profile are no longer needed; a running guest keeps
+# its open file. (Default keys are hex, so rootfs-[0-9a-f]* skips rootfs-systemd-*.)
+glob=rootfs-[0-9a-f]*.img
+[ -n "$prefix" ] && glob=rootfs-$prefix*.img
+for old in "$cache"/$glob; do
 	[ "$old" = "$img" ] || rm -f "$old" "${old%.img}.versions.tsv"
 done
 log "built $img in $(($(date +%s) - start)) s"

@@ -3,8 +3,14 @@
 # kernel with the cached Debian container userland (see README "Running on a
 # real kernel"). Output streams to stdout; the exit code is the command's.
 #
-#   scripts/vm/run.sh [--mem MB] [--cpus N] [--timeout S] [--results DIR]
-#                     [--no-images] [-v] -- CMD ARGS...
+#   scripts/vm/run.sh [--profile default|systemd] [--mem MB] [--cpus N] [--timeout S]
+#                     [--results DIR] [--no-images] [-v] -- CMD ARGS...
+#
+# Profiles: default (a shell script as PID 1 starts containerd and dockerd;
+# cgroupfs driver) and systemd (systemd as PID 1, containerd with
+# SystemdCgroup = true, a standalone kubelet with cgroupDriver: systemd that
+# runs static pods from /etc/kubernetes/manifests; no dockerd). The default is
+# $AGENTCG_VM_PROFILE, else default.
 #
 # Exit codes: CMD's own; 124 if CMD hit --timeout (guest-side) or the guest
 # hit the host-side deadline; 125 if the harness itself failed.
@@ -14,14 +20,15 @@ src=$(cd "$here/../.." && pwd)
 cache=${AGENTCG_VM_CACHE:-/var/cache/agentcg}
 
 usage() {
-	sed -n '5,6p' "$0" | sed 's/^# *//' >&2
+	sed -n '6,7p' "$0" | sed 's/^# *//' >&2
 	exit 125
 }
 log() { echo "run.sh: $*" >&2; }
 
-mem=2048 cpus=2 timeout=1800 results= images=1 verbose=0
+mem=2048 cpus=2 timeout=1800 results= images=1 verbose=0 profile=${AGENTCG_VM_PROFILE:-default}
 while [ $# -gt 0 ]; do
 	case $1 in
+	--profile) profile=$2; shift 2 ;;
 	--mem) mem=$2; shift 2 ;;
 	--cpus) cpus=$2; shift 2 ;;
 	--timeout) timeout=$2; shift 2 ;;
@@ -44,9 +51,17 @@ if [ ! -f "$kernel" ]; then
 	exit 125
 fi
 command -v qemu-system-x86_64 >/dev/null || { log "qemu-system-x86_64 not installed"; exit 125; }
+case $profile in
+default) init=/sbin/vminit ;;
+# show_status=false: systemd's [ OK ] lines would mix into the command's output.
+# A dumb console of fixed size: else systemd probes the terminal with escape
+# sequences that land in the output too.
+systemd) init="/usr/lib/systemd/systemd systemd.show_status=false systemd.log_level=warning systemd.tty.term.console=dumb systemd.tty.term.ttyS0=dumb systemd.tty.rows.ttyS0=24 systemd.tty.columns.ttyS0=80" ;;
+*) log "unknown profile $profile (default, systemd)"; exit 125 ;;
+esac
 
 t_start=$(date +%s.%N)
-img=$("$here/build-rootfs.sh") || { log "rootfs build failed"; exit 125; }
+img=$("$here/build-rootfs.sh" --profile "$profile") || { log "rootfs build failed"; exit 125; }
 
 ctl=$(mktemp -d "${TMPDIR:-/tmp}/agentcg-vm.XXXXXX")
 qpid=
@@ -98,7 +113,7 @@ accel_opt=$accel
 # The guest init sources env and runs cmd.sh from the ctl share, then writes rc.
 {
 	echo "export AGENTCG_GUEST=1 AGENTCG_SRC=/agentcg"
-	printf 'export AGENTCG_VM_TIMEOUT=%s AGENTCG_VM_IMAGES=%s AGENTCG_VM_VERBOSE=%s\n' "$timeout" "$images" "$verbose"
+	printf 'export AGENTCG_VM_TIMEOUT=%s AGENTCG_VM_IMAGES=%s AGENTCG_VM_VERBOSE=%s AGENTCG_VM_PROFILE=%s\n' "$timeout" "$images" "$verbose" "$profile"
 	[ -n "$results" ] && echo "export AGENTCG_RESULTS=/results"
 	# Pass the caller's other AGENTCG_* settings through.
 	while IFS= read -r v; do
@@ -113,7 +128,7 @@ accel_opt=$accel
 } >"$ctl/cmd.sh"
 
 fsdev() { echo "-fsdev local,id=$1,path=$2,security_model=none,multidevs=remap -device virtio-9p-pci,fsdev=$1,mount_tag=$1"; }
-append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/sbin/vminit panic=-1 loglevel=3"
+append="console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=$init panic=-1 loglevel=3"
 # shellcheck disable=SC2046
 set -- $(fsdev src "$src") $(fsdev ctl "$ctl")
 if [ -n "$results" ]; then
@@ -127,7 +142,7 @@ fi
 # Host-side deadline: the guest's own timeout plus room for boot, daemons,
 # image import and power-off. It only fires when the guest is wedged.
 deadline=$((timeout + ${AGENTCG_VM_BOOT_BUDGET:-300}))
-[ "$verbose" = 1 ] && log "accel=$accel mem=${mem}M cpus=$cpus timeout=${timeout}s image=$img"
+[ "$verbose" = 1 ] && log "profile=$profile accel=$accel mem=${mem}M cpus=$cpus timeout=${timeout}s image=$img"
 timeout -s TERM -k 10 "$deadline" qemu-system-x86_64 -accel "$accel_opt" -cpu "$cpu" -m "$mem" -smp "$cpus" \
 	-no-reboot -display none -serial stdio -monitor none -nodefaults \
 	-kernel "$kernel" -append "$append" \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# selftest.sh: host-side checks of run.sh itself (called by vmtest.sh).
+# selftest.sh [--profile default|systemd]: host-side checks of run.sh itself
+# (called by vmtest.sh), in one guest profile.
 #  1. exit codes pass through (`exit 7` gives 7);
 #  2. a hanging command is killed at --timeout: run.sh exits 124;
 #  3. a wedged guest is killed at the host-side deadline: run.sh exits 124;
@@ -7,6 +8,9 @@
 # and after each, no qemu process started by that run is left.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+profile=default
+[ "${1:-}" = --profile ] && profile=$2
+export AGENTCG_VM_PROFILE=$profile
 tmp=$(mktemp -d /tmp/agentcg-selftest.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
@@ -25,10 +29,10 @@ check() {
 	local left
 	left=$(leftovers "$4")
 	if [ "$3" != "$2" ] || [ -n "$left" ]; then
-		echo "--- selftest $1: FAIL (exit $3, want $2; qemu left: ${left:-none})"
+		echo "--- selftest[$profile] $1: FAIL (exit $3, want $2; qemu left: ${left:-none})"
 		fail=1
 	else
-		echo "--- selftest $1: PASS (exit $3, no qemu left)"
+		echo "--- selftest[$profile] $1: PASS (exit $3, no qemu left)"
 	fi
 }
 

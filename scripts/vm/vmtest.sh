@@ -5,8 +5,11 @@
 # each result, then runs the harness's host-side self-test (selftest.sh).
 # Exits non-zero if anything fails.
 #
-#   scripts/vm/vmtest.sh [--run REGEX] [--mem MB] [--cpus N] [--timeout S]
-#                        [--no-selftest] [PKG_DIR...]
+#   scripts/vm/vmtest.sh [--profile default|systemd] [--run REGEX] [--mem MB]
+#                        [--cpus N] [--timeout S] [--no-selftest] [PKG_DIR...]
+#
+# --profile systemd boots run.sh's systemd profile (kubelet, systemd cgroup
+# driver) and runs the tests tagged vmtest_systemd instead (`make vmtest-kube`).
 #
 # Test output (-test.v) streams to the console. Each invocation works in its
 # own build/vmtest/<time>-<pid>/ (engineers share one work tree), linked from
@@ -18,9 +21,10 @@ src=$(cd "$here/../.." && pwd)
 cd "$src"
 export PATH=/usr/local/go/bin:$PATH
 
-run= selftest=1 vmflags=(--mem 2048 --cpus 2 --timeout 2400)
+run= selftest=1 vmflags=(--mem 2048 --cpus 2 --timeout 2400) profile=default
 while [ $# -gt 0 ]; do
 	case $1 in
+	--profile) profile=$2; shift 2 ;;
 	--run) run=$2; shift 2 ;;
 	--mem | --cpus | --timeout) vmflags+=("$1" "$2"); shift 2 ;;
 	--no-selftest) selftest=0; shift ;;
@@ -29,10 +33,17 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
+case $profile in
+default) tag=vmtest ;;
+systemd) tag=vmtest_systemd ;;
+*) echo "vmtest.sh: unknown profile $profile (default, systemd)" >&2; exit 2 ;;
+esac
+vmflags+=(--profile "$profile")
 if [ $# -gt 0 ]; then
 	dirs=("$@")
 else
-	mapfile -t dirs < <(grep -rlE --include='*_vm_test.go' '^//go:build .*vmtest' . |
+	# \b: the tag vmtest does not match vmtest_systemd ("_" is a word character).
+	mapfile -t dirs < <(grep -rlE --include='*_vm_test.go' "^//go:build .*\\b$tag\\b" . |
 		grep -v '^./build/' | xargs -r -n1 dirname | sed 's|^\./||' | sort -u)
 fi
 out=build/vmtest/$(date -u +%Y%m%dT%H%M%SZ)-$$
@@ -44,7 +55,7 @@ failed=0
 for d in "${dirs[@]}"; do
 	d=${d#./}
 	bin=$(echo "$d" | tr / _).test
-	if CGO_ENABLED=0 go test -c -tags vmtest -o "$out/$bin" "./$d"; then
+	if CGO_ENABLED=0 go test -c -tags "$tag" -o "$out/$bin" "./$d"; then
 		# go test -c writes nothing for a package without tests.
 		[ -f "$out/$bin" ] && printf '%s %s\n' "$d" "$bin" >>"$out/list"
 	else
@@ -53,10 +64,10 @@ for d in "${dirs[@]}"; do
 	fi
 done
 if [ ! -s "$out/list" ]; then
-	echo "vmtest.sh: no vmtest packages found" >&2
+	echo "vmtest.sh: no packages with $tag tests found" >&2
 	exit 1
 fi
-echo "vmtest.sh: $(wc -l <"$out/list") package(s): $(cut -d' ' -f1 "$out/list" | paste -sd' ' -)"
+echo "vmtest.sh: profile $profile, $(wc -l <"$out/list") package(s): $(cut -d' ' -f1 "$out/list" | paste -sd' ' -)"
 
 start=$(date +%s)
 rc=0
@@ -66,6 +77,6 @@ echo "vmtest.sh: guest tier exit $rc in $(($(date +%s) - start)) s"
 [ "$rc" = 0 ] || failed=1
 
 if [ "$selftest" = 1 ]; then
-	"$here/selftest.sh" || failed=1
+	"$here/selftest.sh" --profile "$profile" || failed=1
 fi
 exit "$failed"

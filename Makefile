@@ -64,6 +64,7 @@ manifests:
 
 manifests-check:
 	$(RENDER) --lint --check --out ../manifests/agentcg.yaml
+	cd deploy/tools && $(GO) vet ./... && $(GO) test ./...
 
 # Release artefacts in dist/ (deploy/tools/cmd/dist, nfpm as a library):
 # every binary is run with --version and --help first.

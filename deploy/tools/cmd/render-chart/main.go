@@ -68,7 +68,9 @@ func run(chartDir, name, namespace string, valueFiles, sets []string, out string
 	if doLint {
 		l := lint.All(chartDir, vals, namespace, false)
 		for _, m := range l.Messages {
-			fmt.Fprintln(os.Stderr, "lint:", m)
+			if m.Severity >= support.WarningSev {
+				fmt.Fprintln(os.Stderr, "lint:", m)
+			}
 		}
 		if l.HighestSeverity >= support.WarningSev {
 			return errors.New("helm lint found problems")

@@ -338,6 +338,23 @@ func (e Env) containerd() (Result, []byte) {
 		r.Fix = "agentcg configure --runtime containerd, then restart containerd"
 		return r, doc
 	}
+	// The file can be right while the running containerd predates it.
+	if sockErr == nil {
+		nriSock := "/var/run/nri/nri.sock"
+		var m map[string]any
+		if toml.Unmarshal(doc, &m) == nil {
+			if p, ok := get(m, []string{"plugins", "io.containerd.nri.v1.nri", "socket_path"}); ok {
+				if ps, ok := p.(string); ok && ps != "" {
+					nriSock = ps
+				}
+			}
+		}
+		if _, err := os.Stat(e.path(nriSock)); err != nil {
+			r.Status, r.Detail = Fail, fmt.Sprintf("%s is complete, but containerd runs and %s is absent: it was not restarted since", file, nriSock)
+			r.Fix = "restart containerd (systemctl restart containerd)"
+			return r, doc
+		}
+	}
 	r.Status, r.Detail = OK, file+": NRI on, timeouts and agentcg.* annotation pass-through set"
 	return r, doc
 }

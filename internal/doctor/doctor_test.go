@@ -80,6 +80,8 @@ func good(t *testing.T) node {
 		"/usr/bin/agentcg-runc":             "#!",
 		"/usr/bin/agentcg-hook":             "#!",
 		"/run/agentcg/containers/":          "",
+		"/run/containerd/containerd.sock":   "",
+		"/var/run/nri/nri.sock":             "",
 	}
 }
 
@@ -144,12 +146,17 @@ func TestEachCheck(t *testing.T) {
 			b, _ := os.ReadFile("../configure/testdata/containerd-2.1.9-default.toml")
 			n["/etc/containerd/config.toml"] = string(b)
 		}, check: "containerd config", status: Fail, detail: "container_annotations", fix: "agentcg configure --runtime containerd"},
+		{name: "containerd not restarted", change: func(n node) { delete(n, "/var/run/nri/nri.sock") }, check: "containerd config", status: Fail, detail: "not restarted", fix: "restart containerd"},
 		{name: "no docker runtime", change: func(n node) { n["/etc/docker/daemon.json"] = `{"storage-driver": "overlay2"}` }, check: "docker config", status: Fail, fix: "agentcg configure --runtime docker"},
 		{name: "no docker runtime, hook", change: func(n node) { n["/etc/docker/daemon.json"] = `{}` }, check: "hook", status: Fail},
 		{name: "wrapper missing", change: func(n node) { delete(n, "/usr/bin/agentcg-runc") }, check: "hook", status: Fail, detail: "/usr/bin/agentcg-runc is missing"},
 		{name: "plugin not running", change: func(n node) { delete(n, "/proc/412/comm") }, check: "plugin", status: Fail, fix: "systemctl enable --now agentcg-nri"},
 		{name: "plugin not ready", ready: 503, check: "plugin", status: Fail, detail: "status 503"},
-		{name: "no containerd, no plugin needed", change: func(n node) { delete(n, "/etc/containerd/config.toml"); delete(n, "/proc/412/comm") }, check: "plugin", status: Skip},
+		{name: "no containerd, no plugin needed", change: func(n node) {
+			delete(n, "/etc/containerd/config.toml")
+			delete(n, "/run/containerd/containerd.sock")
+			delete(n, "/proc/412/comm")
+		}, check: "plugin", status: Skip},
 		{name: "state dir unreadable", change: func(n node) { delete(n, "/run/agentcg/containers/"); n["/run/agentcg/containers"] = "a file" }, check: "state dir", status: Fail, fix: "readable"},
 		{name: "hooks.d broken", change: func(n node) { n["/etc/containers/oci/hooks.d/agentcg-poststop.json"] = `{"hook": {}}` }, check: "hook", status: Fail, detail: "no hook.path"},
 	}

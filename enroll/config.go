@@ -99,6 +99,10 @@ type Config struct {
 	// HookLog is a file the OCI hook appends its log lines to; "" means
 	// stderr, which runtimes usually show only when the hook fails.
 	HookLog string `json:"hook_log" yaml:"hook_log"`
+	// HookMetrics is the OCI hook's outcome counter file (Prometheus text
+	// format, for node_exporter's textfile collector and agentcg status);
+	// "" means hook.prom in the parent of StateDir.
+	HookMetrics string `json:"hook_metrics,omitempty" yaml:"hook_metrics"`
 	// HookTimeout bounds one hook invocation ("5s"; 0 means the default).
 	// Loading the BPF object takes most of it, so slow (emulated) machines
 	// need more.
@@ -174,6 +178,9 @@ func (c Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.CgroupRoot) {
 		return fmt.Errorf("cgroup_root %q: must be an absolute path", c.CgroupRoot)
+	}
+	if c.HookMetrics != "" && !filepath.IsAbs(c.HookMetrics) {
+		return fmt.Errorf("hook_metrics %q: must be an absolute path", c.HookMetrics)
 	}
 	if c.HookTimeout < 0 {
 		return fmt.Errorf("hook_timeout %s: must not be negative", time.Duration(c.HookTimeout))

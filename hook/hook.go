@@ -1,6 +1,7 @@
 // Package hook owns the OCI hook front door: it turns the runtime-spec state
 // a runtime writes on the hook's stdin into an enrollment (createRuntime) or
-// an unenrollment (poststop), within a hard timeout.
+// an unenrollment (poststop), within a hard timeout, and counts every
+// outcome in a file that `agentcg status` and node_exporter read.
 package hook
 
 import (
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentcg/agentcg/enroll"
+	"github.com/agentcg/agentcg/hook/hookstats"
 	"github.com/agentcg/agentcg/policy"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -26,9 +28,6 @@ const (
 	CreateRuntime Stage = "createRuntime" // attach (and pin: the hook exits)
 	Poststop      Stage = "poststop"      // unpin
 )
-
-// DefaultTimeout bounds a hook invocation unless configured otherwise.
-const DefaultTimeout = 5 * time.Second
 
 // ParseStage accepts the OCI stage names, plus prestart (runtimes without
 // createRuntime run it at the same point) and the aliases attach/detach.
@@ -42,6 +41,26 @@ func ParseStage(s string) (Stage, error) {
 	return "", fmt.Errorf("unknown hook stage %q: want createRuntime or poststop", s)
 }
 
+// Args is the hook's argv for stage (argv[0] first), as the runc wrapper
+// and the hooks.d files write it.
+func Args(stage Stage, configPath, timeout string) []string {
+	args := []string{"agentcg-hook"}
+	if configPath != "" {
+		args = append(args, "--config", configPath)
+	}
+	if timeout != "" {
+		args = append(args, "--timeout", timeout)
+	}
+	return append(args, string(stage))
+}
+
+// Reasons the hook adds to enroll's.
+const (
+	ReasonConfig     enroll.Reason = "config_invalid"     // the config file is unusable
+	ReasonBadState   enroll.Reason = "bad_state"          // stdin is not OCI state
+	ReasonPolicyOpen enroll.Reason = "policy_unavailable" // the policy (mode) could not be opened
+)
+
 // OpenFunc opens the policy named by cfg.Mode. recorded is true at
 // poststop, where cfg.Mode is the mode an earlier attach recorded, so the
 // kernel feature probe can be skipped.
@@ -49,107 +68,206 @@ type OpenFunc func(ctx context.Context, cfg enroll.Config, recorded bool) (polic
 
 // Hook runs one hook invocation.
 type Hook struct {
-	Config  enroll.Config
-	Open    OpenFunc
-	Timeout time.Duration // 0 means DefaultTimeout
-	Log     *slog.Logger
+	Settings Settings
+	Open     OpenFunc
+	Timeout  time.Duration // overrides hook_timeout when > 0
+	Log      *slog.Logger
+	// Metrics is the counter file (MetricsPath of the config); "" counts
+	// nothing. Lock guards it; nil means a bounded flock of its folder.
+	Metrics string
+	Lock    hookstats.LockFunc
 }
+
+// metricsBound bounds the counter update: a run must finish within the
+// runtime's margin even when another hook holds the counter lock.
+const metricsBound = time.Second
 
 // Run reads the state from stdin and performs stage. It returns within the
 // timeout whatever the policy does. The error is non-nil only when the
-// runtime should fail the container: a failed createRuntime under
-// fail_mode closed. Everything else is logged and reported as success.
+// runtime should refuse the container: a failed createRuntime of an
+// annotated container under fail_mode closed, or under a config file so
+// broken that its fail_mode is unknown. Everything else is logged, counted
+// and reported as success.
+//
+// With an invalid config file nothing is attached. An annotated container
+// then runs without policy if the file explicitly says fail_mode: open, and
+// is refused otherwise; an unannotated one is never affected; poststop
+// still detaches what the records name.
 func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
+	start := time.Now()
 	log := h.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = log.With("stage", string(stage))
 	timeout := h.Timeout
 	if timeout <= 0 {
-		timeout = time.Duration(h.Config.HookTimeout)
+		timeout = EffectiveTimeout(h.Settings.Config)
 	}
-	if timeout <= 0 {
-		timeout = DefaultTimeout
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	r := h.run(ctx, stage, stdin, timeout, log)
+
+	ev := hookstats.Event{Stage: string(stage), Outcome: string(r.res.Outcome), Reason: string(r.res.Reason), Duration: time.Since(start)}
+	if stage == CreateRuntime && r.annotated && r.res.Outcome != enroll.Attached {
+		ev.Refused, ev.WithoutPolicy = r.err != nil, r.err == nil
 	}
-	closed := h.Config.FailMode == enroll.FailClosed && stage == CreateRuntime
-	fail := func(err error) error {
-		if closed {
-			log.Error("hook failed (fail_mode closed)", "stage", string(stage), "err", err)
-			return err
+	attrs := []any{"container", r.res.ID, "outcome", ev.Outcome, "reason", ev.Reason, "priority", string(r.res.Priority),
+		"duration_ms", float64(ev.Duration.Microseconds()) / 1000}
+	switch {
+	case ev.Refused:
+		log.Error("hook run: container refused", append(attrs, "err", r.err)...)
+	case ev.WithoutPolicy:
+		log.Warn("hook run: container runs without policy", append(attrs, "err", r.res.Err)...)
+	case r.res.Outcome == enroll.Failed:
+		log.Warn("hook run", append(attrs, "err", r.res.Err)...)
+	default:
+		log.Info("hook run", attrs...)
+	}
+	if h.Metrics != "" {
+		mctx, mcancel := context.WithTimeout(context.Background(), metricsBound)
+		if err := hookstats.Record(mctx, h.Metrics, h.Lock, ev); err != nil {
+			log.Warn("hook counters not updated", "err", err)
 		}
-		log.Warn("hook failed; container continues without policy (fail_mode open)", "stage", string(stage), "err", err)
-		return nil
+		mcancel()
 	}
+	return r.err
+}
+
+type runResult struct {
+	res       enroll.Result
+	annotated bool  // createRuntime of a container carrying the annotation
+	err       error // non-nil: refuse the container
+}
+
+func (h Hook) run(ctx context.Context, stage Stage, stdin io.Reader, timeout time.Duration, log *slog.Logger) runResult {
+	s := h.Settings
+	cfg := s.Config
+	// closed: a failed createRuntime refuses the container. An unknown
+	// fail_mode (broken file) counts as closed.
+	closed := stage == CreateRuntime && (cfg.FailMode == enroll.FailClosed || s.Err != nil && !s.FailModeKnown)
 
 	var st specs.State
 	if err := json.NewDecoder(stdin).Decode(&st); err != nil {
-		return fail(fmt.Errorf("agentcg-hook: read OCI state from stdin: %w", err))
+		err = fmt.Errorf("agentcg-hook: read OCI state from stdin: %w", err)
+		r := runResult{res: enroll.Result{Outcome: enroll.Failed, Reason: ReasonBadState, Err: err}}
+		// Whether the container asked for a priority is unknown: only an
+		// explicit fail_mode closed refuses it.
+		if stage == CreateRuntime && s.FailModeKnown && cfg.FailMode == enroll.FailClosed {
+			r.err = err
+		}
+		return r
 	}
-	log = log.With("stage", string(stage))
+	r := runResult{res: enroll.Result{ID: st.ID}}
+	if stage == CreateRuntime {
+		val, ok := st.Annotations[cfg.AnnotationKey]
+		if !ok {
+			// Most containers carry no annotation: load nothing.
+			r.res.Outcome = enroll.Skipped
+			return r
+		}
+		r.annotated = true
+		if p, err := policy.ParsePriority(val); err == nil {
+			r.res.Priority = p
+		}
+		if s.Err != nil {
+			r.res.Outcome, r.res.Reason = enroll.Rejected, ReasonConfig
+			r.res.Err = fmt.Errorf("agentcg-hook: container %s asks for %s=%.64q but the config cannot be used: %w", st.ID, cfg.AnnotationKey, val, s.Err)
+			if closed {
+				r.err = r.res.Err
+			}
+			return r
+		}
+	}
 
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	done := make(chan error, 1)
+	type done struct {
+		res enroll.Result
+		err error
+	}
+	ch := make(chan done, 1)
 	// The work runs in its own goroutine so that a policy stuck in a
 	// syscall cannot hold the runtime past the timeout: we return, and the
 	// process exits under it.
-	go func(log *slog.Logger) { done <- h.do(ctx, stage, st, log) }(log)
-	log = log.With("container", st.ID)
+	go func() {
+		res, err := h.do(ctx, stage, st, cfg, log.With("container", st.ID))
+		ch <- done{res, err}
+	}()
 	select {
-	case err := <-done:
-		if err != nil {
-			return fail(err)
+	case d := <-ch:
+		r.res, r.err = d.res, d.err
+		if r.res.ID == "" {
+			r.res.ID = st.ID
 		}
-		return nil
 	case <-ctx.Done():
-		return fail(fmt.Errorf("agentcg-hook: %s for container %s: gave up after %s: %w", stage, st.ID, timeout, ctx.Err()))
+		r.res.Outcome, r.res.Reason = enroll.Failed, enroll.ReasonContextCanceled
+		r.res.Err = fmt.Errorf("agentcg-hook: %s for container %s: gave up after %s: %w", stage, st.ID, timeout, ctx.Err())
+		if closed {
+			r.err = r.res.Err
+		}
 	}
+	return r
 }
 
-func (h Hook) do(ctx context.Context, stage Stage, st specs.State, log *slog.Logger) error {
-	if stage == CreateRuntime {
-		if _, ok := st.Annotations[h.Config.AnnotationKey]; !ok {
-			// Most containers carry no annotation: don't load the policy.
-			log.Debug("no priority annotation")
-			return nil
-		}
-	}
-	cfg, recorded := h.Config, false
+// do performs the stage. The error is non-nil only to refuse the container.
+func (h Hook) do(ctx context.Context, stage Stage, st specs.State, cfg enroll.Config, log *slog.Logger) (enroll.Result, error) {
+	res := enroll.Result{ID: st.ID}
+	recorded := false
 	if stage == Poststop {
 		rec, ok, err := (enroll.Records{Dir: cfg.StateDir}).Get(st.ID)
 		if err != nil {
-			return err
+			res.Outcome, res.Reason, res.Err = enroll.Failed, enroll.ReasonStateFailed, err
+			return res, nil
 		}
 		if !ok {
-			// The wrapper adds poststop to every container; most were
-			// never enrolled, and need no policy.
-			log.Debug("nothing enrolled", "container", st.ID)
-			return nil
+			// Runtimes run poststop for containers that were never
+			// enrolled (a refused one, a hooks.d match without a valid
+			// value): they need no policy.
+			res.Outcome = enroll.Skipped
+			return res, nil
 		}
+		res.Priority = rec.Priority
 		if rec.Mode != "" {
 			cfg.Mode, recorded = rec.Mode, true
 		}
 	}
 	pol, err := h.Open(ctx, cfg, recorded)
 	if err != nil {
-		return fmt.Errorf("agentcg-hook: open policy (mode %s): %w", cfg.Mode, err)
+		res.Outcome, res.Reason = enroll.Failed, ReasonPolicyOpen
+		res.Err = fmt.Errorf("agentcg-hook: open policy (mode %s): %w", cfg.Mode, err)
+		if ctx.Err() != nil {
+			res.Reason = enroll.ReasonContextCanceled
+		}
+		if stage == CreateRuntime && cfg.FailMode == enroll.FailClosed {
+			return res, res.Err
+		}
+		return res, nil
 	}
 	defer pol.Close()
 	e, err := enroll.New(cfg, pol, log)
 	if err != nil {
-		return err
+		res.Outcome, res.Reason, res.Err = enroll.Failed, ReasonConfig, err
+		if stage == CreateRuntime && cfg.FailMode == enroll.FailClosed {
+			return res, err
+		}
+		return res, nil
 	}
 	switch stage {
 	case CreateRuntime:
+		// Annotations never authorise high (enroll reads only the
+		// priority key from them); the hook door's identity for high is
+		// the container's resolved cgroup (high.cgroup_parents).
 		c := enroll.Container{ID: st.ID, Door: enroll.DoorHook, Pid: st.Pid, Annotations: st.Annotations, CgroupsPath: bundleCgroupsPath(st.Bundle)}
 		// Enroll logs the outcome and errs only under fail_mode closed.
-		_, err := e.Enroll(ctx, c)
-		return err
+		return e.Enroll(ctx, c)
 	case Poststop:
-		_, err := e.Unenroll(ctx, st.ID)
-		return err
+		res, err := e.Unenroll(ctx, st.ID)
+		if err != nil && res.Err == nil {
+			res.Err = err
+		}
+		return res, nil
 	}
-	return fmt.Errorf("unknown stage %q", stage)
+	return res, fmt.Errorf("unknown stage %q", stage)
 }
 
 // bundleCgroupsPath reads linux.cgroupsPath from the bundle's config.json;

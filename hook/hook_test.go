@@ -15,15 +15,17 @@ import (
 	"github.com/agentcg/agentcg/enroll"
 	"github.com/agentcg/agentcg/enroll/enrolltest"
 	"github.com/agentcg/agentcg/hook"
+	"github.com/agentcg/agentcg/hook/hookstats"
 	"github.com/agentcg/agentcg/policy"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 type fixture struct {
-	tr  enrolltest.Tree
-	pol *enrolltest.Policy
-	cfg enroll.Config
-	log bytes.Buffer
+	tr      enrolltest.Tree
+	pol     *enrolltest.Policy
+	cfg     enroll.Config
+	log     bytes.Buffer
+	metrics string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -34,15 +36,16 @@ func newFixture(t *testing.T) *fixture {
 	cfg := enroll.DefaultConfig()
 	cfg.CgroupRoot, cfg.ProcRoot, cfg.StateDir = tr.CgroupRoot, tr.ProcRoot, filepath.Join(t.TempDir(), "state")
 	cfg.High.AllowAll = true
-	return &fixture{tr: tr, pol: enrolltest.New(policy.ModeBPF), cfg: cfg}
+	return &fixture{tr: tr, pol: enrolltest.New(policy.ModeBPF), cfg: cfg, metrics: filepath.Join(t.TempDir(), "hook.prom")}
 }
 
 func (f *fixture) hook(timeout time.Duration) hook.Hook {
 	return hook.Hook{
-		Config:  f.cfg,
-		Open:    func(context.Context, enroll.Config, bool) (policy.Policy, error) { return f.pol, nil },
-		Timeout: timeout,
-		Log:     slog.New(slog.NewTextHandler(&f.log, nil)),
+		Settings: hook.Settings{Config: f.cfg, FailModeKnown: true},
+		Open:     func(context.Context, enroll.Config, bool) (policy.Policy, error) { return f.pol, nil },
+		Timeout:  timeout,
+		Log:      slog.New(slog.NewTextHandler(&f.log, nil)),
+		Metrics:  f.metrics,
 	}
 }
 
@@ -217,7 +220,7 @@ func TestPoststop(t *testing.T) {
 	f.pol = enrolltest.New(policy.ModeNative)
 	var opened []bool
 	h := f.hook(0)
-	h.Config.Mode = policy.ModeAuto
+	h.Settings.Config.Mode = policy.ModeAuto
 	h.Open = func(_ context.Context, cfg enroll.Config, recorded bool) (policy.Policy, error) {
 		opened = append(opened, recorded)
 		if recorded && cfg.Mode != policy.ModeNative {
@@ -260,5 +263,186 @@ func TestTimeoutFromConfig(t *testing.T) {
 	err := runBounded(t, h, hook.CreateRuntime, state(t, "c1", 1, map[string]string{"agentcg.priority": "low"}))
 	if err == nil || !strings.Contains(err.Error(), "gave up after 30ms") {
 		t.Fatalf("err = %v, want the configured 30ms timeout", err)
+	}
+}
+
+func (f *fixture) counts(t *testing.T) hookstats.Counts {
+	t.Helper()
+	c, err := hookstats.Read(f.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Every run is counted; a container that asked for a priority and runs
+// without it is counted as such, and so is one the runtime was told to refuse.
+func TestOutcomesCounted(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.tr.Cgroup("c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.tr.Proc(5, "/c1"); err != nil {
+		t.Fatal(err)
+	}
+	h := f.hook(0)
+	run := func(h hook.Hook, stage hook.Stage, id string, ann map[string]string) error {
+		return runBounded(t, h, stage, state(t, id, 5, ann))
+	}
+	if err := run(h, hook.CreateRuntime, "c1", map[string]string{"agentcg.priority": "low"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(h, hook.CreateRuntime, "c2", map[string]string{"agentcg.priority": "urgent"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(h, hook.CreateRuntime, "c3", nil); err != nil {
+		t.Fatal(err)
+	}
+	h.Settings.Config.FailMode = enroll.FailClosed
+	if err := run(h, hook.CreateRuntime, "c4", map[string]string{"agentcg.priority": "urgent"}); err == nil {
+		t.Fatal("fail_mode closed: invalid value accepted")
+	}
+	if err := run(h, hook.Poststop, "c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	c := f.counts(t)
+	want := map[hookstats.Key]uint64{
+		{Stage: "createRuntime", Outcome: "attached"}:                          1,
+		{Stage: "createRuntime", Outcome: "rejected", Reason: "invalid_value"}: 2,
+		{Stage: "createRuntime", Outcome: "skipped"}:                           1,
+		{Stage: "poststop", Outcome: "detached"}:                               1,
+	}
+	if len(c.Runs) != len(want) {
+		t.Fatalf("runs %v, want %v", c.Runs, want)
+	}
+	for k, n := range want {
+		if c.Runs[k] != n {
+			t.Fatalf("runs %v, want %v", c.Runs, want)
+		}
+	}
+	if c.WithoutPolicy["invalid_value"] != 1 || hookstats.Sum(c.WithoutPolicy) != 1 || c.Refused["invalid_value"] != 1 || hookstats.Sum(c.Refused) != 1 {
+		t.Fatalf("without policy %v, refused %v", c.WithoutPolicy, c.Refused)
+	}
+	if d := c.Duration["createRuntime"]; d == nil || d.Count != 4 || d.Buckets[len(d.Buckets)-1] != 4 {
+		t.Fatalf("duration histogram %+v", d)
+	}
+	if !strings.Contains(f.log.String(), "container runs without policy") || !strings.Contains(f.log.String(), "duration_ms=") {
+		t.Fatalf("log:\n%s", f.log.String())
+	}
+}
+
+func TestTimeoutCountedWithoutPolicy(t *testing.T) {
+	f := newFixture(t)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	h := f.hook(20 * time.Millisecond)
+	h.Open = func(context.Context, enroll.Config, bool) (policy.Policy, error) {
+		<-stuck
+		return nil, errors.New("unreachable")
+	}
+	if err := runBounded(t, h, hook.CreateRuntime, state(t, "c1", 1, map[string]string{"agentcg.priority": "low"})); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.counts(t); c.WithoutPolicy["timeout"] != 1 || c.Runs[hookstats.Key{Stage: "createRuntime", Outcome: "failed", Reason: "timeout"}] != 1 {
+		t.Fatalf("counts %+v", c)
+	}
+}
+
+// The hook path never takes the namespace from an annotation: any caller
+// of `docker run --annotation` can write io.kubernetes.pod.namespace.
+func TestNamespaceAnnotationDoesNotAuthoriseHigh(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.High.AllowAll = false
+	f.cfg.High.Namespaces = []string{"agents-prod"}
+	if _, err := f.tr.Cgroup("c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.tr.Proc(5, "/c1"); err != nil {
+		t.Fatal(err)
+	}
+	ann := map[string]string{"agentcg.priority": "high", enroll.NamespaceKey: "agents-prod"}
+	if err := runBounded(t, f.hook(0), hook.CreateRuntime, state(t, "c1", 5, ann)); err != nil {
+		t.Fatal(err)
+	}
+	if calls := f.pol.Calls(); len(calls) != 0 {
+		t.Fatalf("forged namespace annotation got an attach: %+v", calls)
+	}
+	if c := f.counts(t); c.Runs[hookstats.Key{Stage: "createRuntime", Outcome: "rejected", Reason: "not_allowed"}] != 1 {
+		t.Fatalf("counts %+v", c.Runs)
+	}
+}
+
+// With a config that cannot be used nothing is attached. An annotated
+// container is refused unless the file says fail_mode: open explicitly;
+// an unannotated one is never affected; poststop still detaches.
+func TestBrokenConfig(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.tr.Cgroup("c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.tr.Proc(5, "/c1"); err != nil {
+		t.Fatal(err)
+	}
+	// Enroll c1 with the good config first, for the poststop case.
+	if err := runBounded(t, f.hook(0), hook.CreateRuntime, state(t, "c1", 5, map[string]string{"agentcg.priority": "low"})); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "config.yaml")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base := "state_dir: " + f.cfg.StateDir + "\n"
+	tests := []struct {
+		name   string
+		body   string
+		refuse bool
+	}{
+		{"unknown key, fail_mode unknown", base + "fail_mod: open\n", true},
+		{"bad value of a known key, fail_mode closed", base + "fail_mode: closed\nmode: fast\n", true},
+		{"typo elsewhere, fail_mode open said explicitly", base + "fail_mode: open\nhook_timout: 5s\n", false},
+		{"bad fail_mode value", base + "fail_mode: opne\n", true},
+		{"not YAML", "fail_mode: [open\n", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := hook.LoadSettings(write(tc.body))
+			if s.Err == nil {
+				t.Fatal("broken config accepted")
+			}
+			h := f.hook(0)
+			h.Settings = s
+			h.Open = func(context.Context, enroll.Config, bool) (policy.Policy, error) {
+				t.Error("policy opened at createRuntime under a broken config")
+				return f.pol, nil
+			}
+			err := runBounded(t, h, hook.CreateRuntime, state(t, "c9", 5, map[string]string{"agentcg.priority": "low"}))
+			if (err != nil) != tc.refuse {
+				t.Fatalf("annotated container: err = %v, want refused %v", err, tc.refuse)
+			}
+			if err != nil && !strings.Contains(err.Error(), "config") {
+				t.Fatalf("refusal does not name the config: %v", err)
+			}
+			if err := runBounded(t, h, hook.CreateRuntime, state(t, "c8", 5, map[string]string{"other": "x"})); err != nil {
+				t.Fatalf("unannotated container refused: %v", err)
+			}
+		})
+	}
+	// poststop under a broken config (state_dir still readable) detaches.
+	s := hook.LoadSettings(write(base + "fail_mod: open\n"))
+	h := f.hook(0)
+	h.Settings = s
+	if err := runBounded(t, h, hook.Poststop, state(t, "c1", 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if calls := f.pol.Calls(); len(calls) != 2 || calls[1].Op != "detach" {
+		t.Fatalf("calls %+v, want attach then detach", calls)
+	}
+	c := f.counts(t)
+	if c.Refused[string(hook.ReasonConfig)] != 4 || c.WithoutPolicy[string(hook.ReasonConfig)] != 1 {
+		t.Fatalf("refused %v, without policy %v", c.Refused, c.WithoutPolicy)
 	}
 }

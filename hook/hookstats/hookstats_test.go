@@ -1,0 +1,142 @@
+package hookstats_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentcg/agentcg/hook/hookstats"
+)
+
+func TestRecordConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hook.prom")
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := hookstats.Event{Stage: "createRuntime", Outcome: "attached", Duration: time.Duration(i) * time.Millisecond}
+			if i%4 == 0 {
+				e = hookstats.Event{Stage: "createRuntime", Outcome: "failed", Reason: "timeout", WithoutPolicy: true, Duration: 6 * time.Second}
+			}
+			errs <- hookstats.Record(context.Background(), path, nil, e)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := hookstats.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Total("createRuntime", "attached"); got != 30 {
+		t.Fatalf("attached %d, want 30", got)
+	}
+	if c.WithoutPolicy["timeout"] != 10 || c.Duration["createRuntime"].Count != n {
+		t.Fatalf("counts %+v", c)
+	}
+	h := c.Duration["createRuntime"]
+	// 30 runs of 0..39 ms (none at 6 s) are within 60 s, 30 within 0.05 s.
+	if h.Buckets[len(h.Buckets)-1] != n || h.Buckets[3] != 30 {
+		t.Fatalf("buckets %v", h.Buckets)
+	}
+}
+
+func TestRecordBoundedLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hook.prom")
+	unlock, err := hookstats.Flock(context.Background(), filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	err = hookstats.Record(ctx, path, nil, hookstats.Event{Stage: "poststop", Outcome: "detached"})
+	if err == nil || !strings.Contains(err.Error(), "deadline") {
+		t.Fatalf("err = %v, want the lock to give up", err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("file written without the lock: %v", err)
+	}
+}
+
+func TestCorruptFileStartsAnew(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hook.prom")
+	if err := os.WriteFile(path, []byte("agentcg_hook_runs_total{stage=\"x\" 3 garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := hookstats.Record(context.Background(), path, nil, hookstats.Event{Stage: "poststop", Outcome: "detached"})
+	if err == nil || !strings.Contains(err.Error(), "started anew") {
+		t.Fatalf("err = %v", err)
+	}
+	c, err := hookstats.Read(path)
+	if err != nil || c.Total("poststop", "detached") != 1 {
+		t.Fatalf("after restart: %+v, %v", c, err)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	var c hookstats.Counts
+	c, _ = hookstats.Parse(strings.NewReader(""))
+	c.Add(hookstats.Event{Stage: "createRuntime", Outcome: "rejected", Reason: "weird \"reason\"\n", Refused: true, Duration: time.Second})
+	c.Add(hookstats.Event{Stage: "poststop", Outcome: "detached", Duration: time.Millisecond})
+	var a, b bytes.Buffer
+	if err := c.Write(&a); err != nil {
+		t.Fatal(err)
+	}
+	d, err := hookstats.Parse(bytes.NewReader(a.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	if a.String() != b.String() {
+		t.Fatalf("round trip differs:\n%s\n---\n%s", a.String(), b.String())
+	}
+	if d.Refused["weird \"reason\"\n"] != 1 {
+		t.Fatalf("refused %v", d.Refused)
+	}
+}
+
+// FuzzParse: any input either fails to parse or round-trips through Write.
+func FuzzParse(f *testing.F) {
+	var c hookstats.Counts
+	c, _ = hookstats.Parse(strings.NewReader(""))
+	c.Add(hookstats.Event{Stage: "createRuntime", Outcome: "failed", Reason: "timeout", WithoutPolicy: true, Duration: 7 * time.Second})
+	var seed bytes.Buffer
+	c.Write(&seed)
+	f.Add(seed.String())
+	f.Add("agentcg_hook_runs_total{stage=\"a\",outcome=\"b\",reason=\"\"} 1e3\n")
+	f.Add("agentcg_hook_refused_total{reason=\"x\"} -1\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		c, err := hookstats.Parse(strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		var a bytes.Buffer
+		if err := c.Write(&a); err != nil {
+			t.Fatal(err)
+		}
+		d, err := hookstats.Parse(bytes.NewReader(a.Bytes()))
+		if err != nil {
+			t.Fatalf("Write output does not parse: %v\n%s", err, a.String())
+		}
+		var b bytes.Buffer
+		d.Write(&b)
+		if a.String() != b.String() {
+			t.Fatalf("not stable:\n%s\n---\n%s", a.String(), b.String())
+		}
+	})
+}

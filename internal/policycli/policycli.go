@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/agentcg/agentcg/bpf"
+	"github.com/agentcg/agentcg/hook/hookstats"
 	"github.com/agentcg/agentcg/policy"
 	"github.com/agentcg/agentcg/policy/mode"
 	"github.com/spf13/cobra"
@@ -239,6 +241,29 @@ type Status struct {
 	// Totals are the node-wide counters per priority (bpf mode): they never
 	// drop when a container goes, unlike the per-link counters.
 	Totals map[policy.Priority]policy.Counters `json:"totals,omitempty"`
+	Hook   *HookStatus                         `json:"hook,omitempty"` // absent when the hook never ran
+}
+
+// HookStatus is the OCI hook's outcome counters (hook/hookstats).
+type HookStatus struct {
+	Path          string            `json:"path"`
+	Runs          []hookstats.Run   `json:"runs"`
+	WithoutPolicy map[string]uint64 `json:"without_policy"` // fail-open containers, by reason
+	Refused       map[string]uint64 `json:"refused"`
+	Error         string            `json:"error,omitempty"`
+}
+
+// hookStatus reads the hook's counter file; nil when there is none.
+func hookStatus(path string) *HookStatus {
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	c, err := hookstats.Read(path)
+	hs := &HookStatus{Path: path, Runs: c.RunList(), WithoutPolicy: c.WithoutPolicy, Refused: c.Refused}
+	if err != nil {
+		hs.Error = err.Error()
+	}
+	return hs
 }
 
 // LinkStatus is one attachment with its counters (zero in native mode).
@@ -249,7 +274,7 @@ type LinkStatus struct {
 
 func statusCmd() *cobra.Command {
 	var asJSON bool
-	var pinDir string
+	var pinDir, hookMetrics string
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "List attachments with their counters; removes orphans (cgroups that are gone)",
@@ -288,6 +313,7 @@ func statusCmd() *cobra.Command {
 				}
 			}
 			sort.Slice(st.Links, func(i, j int) bool { return st.Links[i].CgroupID < st.Links[j].CgroupID })
+			st.Hook = hookStatus(hookMetrics)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -299,6 +325,7 @@ func statusCmd() *cobra.Command {
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().StringVar(&pinDir, "pin-dir", policy.DefaultPinDir, "bpffs folder for pinned links")
+	c.Flags().StringVar(&hookMetrics, "hook-metrics", hookstats.DefaultPath, "the OCI hook's counter file (hook_metrics in the config)")
 	return c
 }
 
@@ -329,6 +356,20 @@ func printStatus(w io.Writer, st Status) error {
 			ps = append(ps, fmt.Sprintf("%s (cgroup %d)", l.CgroupPath, l.CgroupID))
 		}
 		fmt.Fprintf(w, "removed orphans: %s\n", strings.Join(ps, ", "))
+	}
+	if h := st.Hook; h != nil {
+		fmt.Fprintf(w, "hook (%s):", h.Path)
+		for _, r := range h.Runs {
+			fmt.Fprintf(w, " %s %s", r.Stage, r.Outcome)
+			if r.Reason != "" {
+				fmt.Fprintf(w, "/%s", r.Reason)
+			}
+			fmt.Fprintf(w, " %d;", r.Count)
+		}
+		fmt.Fprintf(w, " without policy %d, refused %d\n", hookstats.Sum(h.WithoutPolicy), hookstats.Sum(h.Refused))
+		if h.Error != "" {
+			fmt.Fprintf(w, "hook counters: %s\n", h.Error)
+		}
 	}
 	return nil
 }

@@ -6,7 +6,7 @@ GO      ?= go
 LDFLAGS := -s -w -X github.com/agentcg/agentcg/internal/version.Version=$(VERSION)
 BINS    := agentcg agentcg-replay agentcg-nri agentcg-hook agentcg-runc
 
-.PHONY: build test check deps vmtest vmtest-kube image images manifests manifests-check dist deb bench generate experiment clean help
+.PHONY: build test check deps vmtest vmtest-kube image images manifests manifests-check dist deb bench soak generate experiment clean help
 
 help:
 	@echo "make build       static binaries into bin/"
@@ -19,6 +19,7 @@ help:
 	@echo "make manifests   render deploy/helm/agentcg into deploy/manifests/agentcg.yaml (manifests-check: compare)"
 	@echo "make dist        dist/: static binaries, tarball, .deb, image tars, SHA256SUMS; runs every binary with --version"
 	@echo "make bench       replay throughput vs a raw touch loop, parser benchmark"
+	@echo "make soak        VM: 1000 create/remove cycles, Docker and CRI, plugin restarts; 0 pins/links/records left (SOAK_CYCLES=N)"
 	@echo "make generate    rebuild the BPF objects with bpf2go (needs clang)"
 	@echo "make experiment  run the default experiment (VM mode on machines without the patched kernel)"
 
@@ -79,6 +80,11 @@ deb: build
 
 bench: build
 	scripts/bench.sh
+
+# SOAK_CYCLES create/remove cycles (hook/churn_vm_test.go); about an hour per 1000 under TCG.
+soak: deps build
+	AGENTCG_SOAK_CYCLES=$${SOAK_CYCLES:-1000} AGENTCG_TEST_TIMEOUT=$${SOAK_TEST_TIMEOUT:-240m} \
+		scripts/vm/vmtest.sh --no-selftest --timeout 15000 --run TestVMChurnMixed hook
 
 generate:
 	$(GO) generate ./bpf/...

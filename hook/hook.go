@@ -161,7 +161,9 @@ func (h Hook) run(ctx context.Context, stage Stage, stdin io.Reader, timeout tim
 	}
 	r := runResult{res: enroll.Result{ID: st.ID}}
 	if stage == CreateRuntime {
-		val, ok := st.Annotations[cfg.AnnotationKey]
+		// KEY or KEY/pod: the runtime gives no container name for
+		// KEY/container.<name>.
+		val, key, ok := enroll.EffectiveAnnotation(st.Annotations, cfg.AnnotationKey, "")
 		if !ok {
 			// Most containers carry no annotation: load nothing.
 			r.res.Outcome = enroll.Skipped
@@ -173,7 +175,7 @@ func (h Hook) run(ctx context.Context, stage Stage, stdin io.Reader, timeout tim
 		}
 		if s.Err != nil {
 			r.res.Outcome, r.res.Reason = enroll.Rejected, ReasonConfig
-			r.res.Err = fmt.Errorf("agentcg-hook: container %s asks for %s=%.64q but the config cannot be used: %w", st.ID, cfg.AnnotationKey, val, s.Err)
+			r.res.Err = fmt.Errorf("agentcg-hook: container %s asks for %s=%s but the config cannot be used: %w", st.ID, key, enroll.Truncate(val), s.Err)
 			if closed {
 				r.err = r.res.Err
 			}

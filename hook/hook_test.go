@@ -348,26 +348,37 @@ func TestTimeoutCountedWithoutPolicy(t *testing.T) {
 	}
 }
 
-// The hook path never takes the namespace from an annotation: any caller
-// of `docker run --annotation` can write io.kubernetes.pod.namespace.
-func TestNamespaceAnnotationDoesNotAuthoriseHigh(t *testing.T) {
+// The hook door authorises high only by the container's resolved cgroup
+// (high.cgroup_parents), never by an annotation: any caller of
+// `docker run --annotation` can write io.kubernetes.pod.namespace.
+func TestHighOnlyUnderCgroupParents(t *testing.T) {
 	f := newFixture(t)
 	f.cfg.High.AllowAll = false
 	f.cfg.High.Namespaces = []string{"agents-prod"}
-	if _, err := f.tr.Cgroup("c1"); err != nil {
-		t.Fatal(err)
+	f.cfg.High.CgroupParents = []string{"trusted"}
+	for pid, cg := range map[int]string{5: "docker/forged", 6: "trusted/ok"} {
+		if _, err := f.tr.Cgroup(cg); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.tr.Proc(pid, "/"+cg); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := f.tr.Proc(5, "/c1"); err != nil {
-		t.Fatal(err)
-	}
-	ann := map[string]string{"agentcg.priority": "high", enroll.NamespaceKey: "agents-prod"}
-	if err := runBounded(t, f.hook(0), hook.CreateRuntime, state(t, "c1", 5, ann)); err != nil {
+	forged := map[string]string{"agentcg.priority": "high", "io.kubernetes.pod.namespace": "agents-prod"}
+	if err := runBounded(t, f.hook(0), hook.CreateRuntime, state(t, "forged", 5, forged)); err != nil {
 		t.Fatal(err)
 	}
 	if calls := f.pol.Calls(); len(calls) != 0 {
 		t.Fatalf("forged namespace annotation got an attach: %+v", calls)
 	}
-	if c := f.counts(t); c.Runs[hookstats.Key{Stage: "createRuntime", Outcome: "rejected", Reason: "not_allowed"}] != 1 {
+	if err := runBounded(t, f.hook(0), hook.CreateRuntime, state(t, "ok", 6, map[string]string{"agentcg.priority": "high"})); err != nil {
+		t.Fatal(err)
+	}
+	if calls := f.pol.Calls(); len(calls) != 1 || calls[0].Priority != policy.High || filepath.Base(calls[0].Dir) != "ok" {
+		t.Fatalf("calls %+v, want high on trusted/ok", calls)
+	}
+	c := f.counts(t)
+	if c.Runs[hookstats.Key{Stage: "createRuntime", Outcome: "rejected", Reason: "not_allowed"}] != 1 || c.Total("createRuntime", "attached") != 1 {
 		t.Fatalf("counts %+v", c.Runs)
 	}
 }

@@ -38,7 +38,8 @@ func HooksDFiles(hookPath, configPath string, cfg enroll.Config) (map[string][]b
 		var f hooksDFile
 		f.Version = "1.0.0"
 		f.Hook = specs.Hook{Path: hookPath, Args: Args(stage, configPath, ""), Timeout: &timeout}
-		f.When.Annotations = map[string]string{"^" + regexp.QuoteMeta(cfg.AnnotationKey) + "$": ".*"}
+		// KEY or KEY/pod, the keys the hook reads.
+		f.When.Annotations = map[string]string{"^" + regexp.QuoteMeta(cfg.AnnotationKey) + "(/pod)?$": ".*"}
 		f.Stages = []string{string(stage)}
 		b, err := json.MarshalIndent(f, "", "  ")
 		if err != nil {

@@ -71,7 +71,7 @@ func TestHooksDFromConfig(t *testing.T) {
 		}
 		for re := range f.When.Annotations {
 			m := regexp.MustCompile(re)
-			if !m.MatchString("example.com/prio.class") || m.MatchString("exampleXcom/prio.class") || m.MatchString("example.com/prio.class2") {
+			if !m.MatchString("example.com/prio.class") || !m.MatchString("example.com/prio.class/pod") || m.MatchString("exampleXcom/prio.class") || m.MatchString("example.com/prio.class2") {
 				t.Fatalf("annotation pattern %q", re)
 			}
 		}

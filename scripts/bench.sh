@@ -8,6 +8,7 @@
 #   BENCH_MIN_RATIO  fail when replay/raw is below this (default 0.8)
 #   BENCH_VM         1 (default): also run the BPF benches in the VM (bpf/*_vm_test.go,
 #                    TestBench*: page-fault overhead of the ops, LOW's throttling)
+#                    and the OCI hook under BENCH_HOOK_N (20) concurrent annotated docker runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BIN:-bin/agentcg-replay}
@@ -26,4 +27,8 @@ if [ "${BENCH_VM:-1}" = 1 ]; then
 	AGENTCG_BENCH=1 scripts/vm/vmtest.sh --no-selftest --mem 1024 --run '^TestBench' bpf |
 		grep -E 'BENCH|^(---|===|ok|FAIL|PASS)|vmtest'
 	echo "== host after the VM benches: $(uptime)"
+	echo "== OCI hook attach under ${BENCH_HOOK_N:-20} concurrent annotated docker runs (VM, TCG); host: $(uptime)"
+	AGENTCG_BENCH=1 AGENTCG_BENCH_N="${BENCH_HOOK_N:-20}" scripts/vm/vmtest.sh --no-selftest --run '^TestBenchHookConcurrency$' hook |
+		grep -E 'BENCH|^(---|===|ok|FAIL|PASS)|vmtest'
+	echo "== host after the hook bench: $(uptime)"
 fi

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentcg/agentcg/internal/dirlock"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -145,11 +146,11 @@ func Sum(m map[string]uint64) uint64 {
 type LockFunc func(ctx context.Context, dir string) (unlock func(), err error)
 
 // Record adds e to the counter file at path under lock (bounded by ctx;
-// nil means Flock) and replaces the file atomically. A file that does not parse is started
+// nil means dirlock.LockContext on path's folder) and replaces the file atomically. A file that does not parse is started
 // anew (a counter reset, which Prometheus handles), and the error says so.
 func Record(ctx context.Context, path string, lock LockFunc, e Event) error {
 	if lock == nil {
-		lock = Flock
+		lock = dirlock.LockContext
 	}
 	unlock, err := lock(ctx, filepath.Dir(path))
 	if err != nil {

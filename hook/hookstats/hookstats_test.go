@@ -3,6 +3,7 @@ package hookstats_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentcg/agentcg/hook/hookstats"
+	"github.com/agentcg/agentcg/internal/dirlock"
 )
 
 func TestRecordConcurrent(t *testing.T) {
@@ -55,7 +57,7 @@ func TestRecordConcurrent(t *testing.T) {
 
 func TestRecordBoundedLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "hook.prom")
-	unlock, err := hookstats.Flock(context.Background(), filepath.Dir(path))
+	unlock, err := dirlock.LockContext(context.Background(), filepath.Dir(path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +65,7 @@ func TestRecordBoundedLock(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
 	err = hookstats.Record(ctx, path, nil, hookstats.Event{Stage: "poststop", Outcome: "detached"})
-	if err == nil || !strings.Contains(err.Error(), "deadline") {
+	if !errors.Is(err, dirlock.ErrTimeout) {
 		t.Fatalf("err = %v, want the lock to give up", err)
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {

@@ -182,7 +182,7 @@ func Hooks(hookPath, configPath, timeout string, runtimeTimeoutSec int) (createR
 }
 
 // Inject adds createRuntime and poststop to <bundle>/config.json when the
-// spec carries the annotation key, keeping every other field as it was
+// spec carries the annotation key (KEY or KEY/pod, as the hook reads it), keeping every other field as it was
 // (unknown ones included); a spec without it is not touched. A hook already
 // present with the same path is not added twice. injected reports whether
 // the container has the hooks.
@@ -202,7 +202,7 @@ func Inject(bundle, annotationKey string, createRuntime, poststop specs.Hook) (i
 			return false, fmt.Errorf("parse %s annotations: %w", path, err)
 		}
 	}
-	if _, ok := ann[annotationKey]; !ok {
+	if _, _, ok := enroll.EffectiveAnnotation(ann, annotationKey, ""); !ok {
 		return false, nil
 	}
 	hooks := map[string][]json.RawMessage{}

@@ -356,3 +356,23 @@ func TestLookRuntime(t *testing.T) {
 		})
 	}
 }
+
+// The wrapper injects for the keys the hook reads: KEY and KEY/pod (a
+// container-scoped KEY/container.NAME needs a name the runtime never gives).
+func TestInjectKeys(t *testing.T) {
+	for ann, want := range map[string]bool{
+		`{"agentcg.priority":"low"}`:                  true,
+		`{"agentcg.priority/pod":"high"}`:             true,
+		`{"agentcg.priority/container.agent":"high"}`: false,
+		`{"agentcg.priorityx":"high"}`:                false,
+	} {
+		bundle, _ := writeBundle(t, `{"ociVersion":"1.2.0","annotations":`+ann+`}`, 0o644)
+		inv, err := runcwrap.Parse([]string{"create", "-b", bundle, "id"}, func(string) string { return "" }, "/opt/agentcg-runc", "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := inv.Modify(); err != nil || got != want {
+			t.Errorf("annotations %s: injected %v (%v), want %v", ann, got, err, want)
+		}
+	}
+}

@@ -41,7 +41,12 @@ vmtest: deps build image deb
 
 # systemd as PID 1, containerd with SystemdCgroup = true, a standalone kubelet
 # (scripts/vm/build-kubelet.sh, cached) and the vmtest_systemd-tagged tests.
-vmtest-kube: deps build image
+# The plugin runs from the chart rendered here with the test's allowlist
+# (internal/kubetest reads build/kubetest/agentcg.yaml) and the image from
+# `make images`.
+vmtest-kube: deps build image images
+	@mkdir -p build/kubetest
+	$(RENDER) --set 'config.high.namespaces={agents-prod}' --set config.mode=bpf --out ../../build/kubetest/agentcg.yaml
 	scripts/vm/vmtest.sh --profile systemd
 
 image: build

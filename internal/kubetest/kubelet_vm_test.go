@@ -25,14 +25,17 @@ import (
 // --profile systemd): systemd is PID 1, containerd runs with
 // SystemdCgroup = true and a standalone kubelet with cgroupDriver: systemd
 // runs static pods from manifestDir. The plugin runs as the static-pod form
-// of a DaemonSet; workloads are static pods of the pause image.
+// of the Helm chart's DaemonSet; workloads are static pods of the pause image.
 
 const (
 	manifestDir = "/etc/kubernetes/manifests"
-	workNS      = "agents-prod" // allowlisted for high in the plugin's config
-	pinDir      = "/sys/fs/bpf/agentcg"
-	podTimeout  = 3 * time.Minute
-	linkTimeout = 60 * time.Second
+	// chartManifests is deploy/helm/agentcg rendered by `make vmtest-kube`
+	// with config.high.namespaces={agents-prod} and config.mode=bpf.
+	chartManifests = "build/kubetest/agentcg.yaml"
+	pluginImageTar = "build/images/agentcg-nri.tar" // `make images`
+	workNS         = "agents-prod"                  // allowlisted for high by the render
+	podTimeout     = 3 * time.Minute
+	linkTimeout    = 60 * time.Second
 )
 
 // TestKubeletSystemdDriver checks the profile itself: systemd as PID 1, the
@@ -79,11 +82,12 @@ func TestPluginUnderKubelet(t *testing.T) {
 	vmtest.RequireSystemd(t)
 	k := newKube(t)
 
-	// The plugin: the DaemonSet's pod template as a static pod.
-	objs := pluginManifests(t)
+	// The plugin: the chart's DaemonSet pod template as a static pod, its
+	// ConfigMap as files, its image pre-loaded.
+	objs := chartObjects(t)
 	dss := kubetest.Find(objs, "DaemonSet")
 	if len(dss) != 1 {
-		t.Fatalf("%d DaemonSets in the plugin manifests, want 1", len(dss))
+		t.Fatalf("%d DaemonSets in %s, want 1", len(dss), chartManifests)
 	}
 	pod, files, err := kubetest.StaticPod(dss[0], kubetest.StaticPodOptions{ConfigDir: "/run/agentcg-kubetest/config", ConfigMaps: objs})
 	if err != nil {
@@ -96,20 +100,22 @@ func TestPluginUnderKubelet(t *testing.T) {
 		if err := os.WriteFile(f.Path, f.Data, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		if filepath.Base(f.Path) == "config.yaml" {
+			k.pinDir = pinDirOf(t, f.Data)
+		}
 	}
+	if k.pinDir == "" {
+		t.Fatalf("the chart's ConfigMap has no config.yaml")
+	}
+	importImage(t, filepath.Join(vmtest.Src(t), pluginImageTar))
 	_, dsName := kubetest.Kind(dss[0])
 	pluginNS := pod["metadata"].(map[string]any)["namespace"].(string)
 	start := time.Now()
 	k.apply("plugin", pod)
-	plugin := k.waitRunning(pluginNS, dsName)
-	pluginCtr := plugin.Status.ContainerStatuses[0].ID()
-	k.waitFor("the plugin's first NRI Synchronize", linkTimeout, func() error {
-		if logs := k.logs(pluginCtr); !strings.Contains(logs, "msg=synchronized") {
-			return errors.New("no msg=synchronized in its log yet")
-		}
-		return nil
-	})
-	t.Logf("plugin static pod running and synchronized %.1f s after its manifest was written", time.Since(start).Seconds())
+	// Ready: the chart's readiness probe (/readyz) passes once the plugin
+	// is registered with containerd's NRI and synchronized.
+	k.waitReady(pluginNS, dsName)
+	t.Logf("plugin static pod ready %.1f s after its manifest was written", time.Since(start).Seconds())
 
 	t.Run("annotated pod pinned then gone", func(t *testing.T) {
 		k := k.with(t)
@@ -143,19 +149,48 @@ func TestPluginUnderKubelet(t *testing.T) {
 	k.waitGone(pluginNS, dsName)
 }
 
-// pluginManifests returns the plugin's manifests.
-// INTERIM: a hand-written minimal DaemonSet until the chart lands.
-func pluginManifests(t *testing.T) []kubetest.Object {
+// chartObjects returns the rendered chart. A missing file fails the test:
+// in the guest it is a build problem, not a reason to skip.
+func chartObjects(t *testing.T) []kubetest.Object {
 	t.Helper()
-	b, err := os.ReadFile("testdata/interim-plugin.yaml")
+	p := filepath.Join(vmtest.Src(t), chartManifests)
+	b, err := os.ReadFile(p)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("rendered chart missing (run `make vmtest-kube`, which renders deploy/helm/agentcg there): %v", err)
 	}
 	objs, err := kubetest.Decode(b)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", p, err)
 	}
 	return objs
+}
+
+// pinDirOf reads policy.pin_dir from the plugin's config.yaml.
+func pinDirOf(t *testing.T, config []byte) string {
+	t.Helper()
+	var c struct {
+		Policy struct {
+			PinDir string `yaml:"pin_dir"`
+		} `yaml:"policy"`
+	}
+	if err := yaml.Unmarshal(config, &c); err != nil {
+		t.Fatalf("chart config.yaml: %v", err)
+	}
+	if c.Policy.PinDir == "" {
+		t.Fatal("chart config.yaml sets no policy.pin_dir")
+	}
+	return c.Policy.PinDir
+}
+
+// importImage loads an image tarball into containerd's k8s.io namespace
+// (the CRI's), where imagePullPolicy: Never finds it.
+func importImage(t *testing.T, tar string) {
+	t.Helper()
+	if _, err := os.Stat(tar); err != nil {
+		t.Fatalf("image missing (run `make images`): %v", err)
+	}
+	out := vmtest.Run(t, "ctr", "-n", "k8s.io", "images", "import", "--all-platforms", tar)
+	t.Logf("imported %s: %s", tar, out)
 }
 
 // workload is a host-network static pod of pause containers in workNS.
@@ -178,6 +213,7 @@ func workload(name string, ann map[string]string, ctrs ...string) kubetest.Objec
 // kube drives the kubelet through its manifest folder and read-only API.
 type kube struct {
 	t       *testing.T
+	pinDir  string            // the plugin's policy.pin_dir
 	written map[string]bool   // manifest file names this test wrote
 	ids     map[string]uint64 // cgroup dir -> id, kept for after the cgroup is gone
 }
@@ -195,7 +231,9 @@ func newKube(t *testing.T) *kube {
 	return k
 }
 
-func (k *kube) with(t *testing.T) *kube { return &kube{t: t, written: k.written, ids: k.ids} }
+func (k *kube) with(t *testing.T) *kube {
+	return &kube{t: t, pinDir: k.pinDir, written: k.written, ids: k.ids}
+}
 
 // apply writes a static pod manifest (atomically: the kubelet ignores dot files).
 func (k *kube) apply(name string, pod kubetest.Object) {
@@ -264,6 +302,32 @@ func (k *kube) waitRunning(ns, name string) kubetest.Pod {
 	return p
 }
 
+// waitReady waits until the static pod from manifest name runs all its
+// containers and each is ready.
+func (k *kube) waitReady(ns, name string) kubetest.Pod {
+	k.t.Helper()
+	p := k.waitRunning(ns, name)
+	k.waitFor(fmt.Sprintf("pod %s/%s ready", ns, staticName(name)), podTimeout, func() error {
+		pods, err := kubetest.Pods(k.t.Context(), kubetest.ReadOnlyURL)
+		if err != nil {
+			return err
+		}
+		p, _ = kubetest.FindPod(pods, ns, staticName(name))
+		for _, c := range p.Status.ContainerStatuses {
+			if !c.Ready {
+				return fmt.Errorf("container %s not ready: %+v; log tail: %s", c.Name, c.State, lastLines(k.logs(c.ID()), 5))
+			}
+		}
+		return nil
+	})
+	return p
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
 // waitGone waits until the kubelet no longer lists the pod and the runtime
 // has no container of it.
 func (k *kube) waitGone(ns, name string) {
@@ -328,7 +392,10 @@ func (k *kube) containerCgroup(p kubetest.Pod, name string) string {
 	return filepath.Join(cgroup.Root, rel)
 }
 
-func pinOf(id uint64) string { return filepath.Join(pinDir, "links", fmt.Sprintf("cg-%d", id)) }
+// pinOf is where the bpf package pins a cgroup's link: <pin_dir>/links/cg-<cgroup id>.
+func (k *kube) pinOf(id uint64) string {
+	return filepath.Join(k.pinDir, "links", fmt.Sprintf("cg-%d", id))
+}
 
 // wantOps waits until a link of the named ops is pinned for the cgroup at dir.
 func (k *kube) wantOps(dir, ops string) {
@@ -338,7 +405,7 @@ func (k *kube) wantOps(dir, ops string) {
 		k.t.Fatal(err)
 	}
 	k.waitFor(fmt.Sprintf("%s link on %s", ops, dir), linkTimeout, func() error {
-		got, err := kubetest.LinkOps(pinOf(id))
+		got, err := kubetest.LinkOps(k.pinOf(id))
 		if err != nil {
 			return err
 		}
@@ -347,7 +414,7 @@ func (k *kube) wantOps(dir, ops string) {
 		}
 		return nil
 	})
-	k.t.Logf("%s pinned at %s", ops, pinOf(id))
+	k.t.Logf("%s pinned at %s", ops, k.pinOf(id))
 	k.ids[dir] = id
 }
 
@@ -359,8 +426,8 @@ func (k *kube) wantNoLink(dir string) {
 		k.t.Fatalf("no cgroup id recorded for %s", dir)
 	}
 	k.waitFor("link of "+dir+" removed", linkTimeout, func() error {
-		if _, err := os.Stat(pinOf(id)); err == nil {
-			return fmt.Errorf("%s still pinned", pinOf(id))
+		if _, err := os.Stat(k.pinOf(id)); err == nil {
+			return fmt.Errorf("%s still pinned", k.pinOf(id))
 		}
 		if _, err := os.Stat(dir); err == nil {
 			return fmt.Errorf("cgroup %s still exists", dir)

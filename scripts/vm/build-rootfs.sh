@@ -122,6 +122,10 @@ stage_systemd() {
 	# The runtime's and the kubelet's cgroup driver is systemd (kubeadm's default).
 	sed -i 's/^\( *SystemdCgroup = \)false$/\1true/' "$r/etc/containerd/config.toml"
 	grep -q '^ *SystemdCgroup = true$' "$r/etc/containerd/config.toml" || die "SystemdCgroup not set in config.toml"
+	# Pods off the host network (the chart's DaemonSet) get probed by the
+	# kubelet on their pod IP: the bridge needs an address on the host side.
+	sed -i 's/"isGateway": false/"isGateway": true/' "$r/etc/cni/net.d/10-agentcg.conflist"
+	grep -q '"isGateway": true' "$r/etc/cni/net.d/10-agentcg.conflist" || die "isGateway not set in the CNI conflist"
 	# Units that only cost boot time in a throw-away TCG guest (docker is not
 	# used by this profile; the timers and ConditionNeedsUpdate= jobs would
 	# run on every boot of the snapshot image; no getty on the harness console).

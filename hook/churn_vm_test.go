@@ -283,9 +283,13 @@ func TestBenchHookConcurrency(t *testing.T) {
 		wg.Wait()
 		e.waitPins(0, 2*time.Minute)
 	}()
+	// A container the runtime refused (its hook outlived the runtime's
+	// timeout) is a result here, not a test failure.
+	refused := 0
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("container %d: %v\nhook log:\n%s", i, err, tail(e.log(), 30))
+			refused++
+			t.Logf("container %d did not start: %v", i, err)
 		}
 	}
 	var hookMs []float64
@@ -298,13 +302,15 @@ func TestBenchHookConcurrency(t *testing.T) {
 		hookMs = append(hookMs, v)
 		outcomes[m[2]]++
 	}
-	if len(hookMs) != n {
-		t.Fatalf("%d createRuntime hook runs logged, want %d:\n%s", len(hookMs), n, tail(e.log(), 30))
+	if len(hookMs) == 0 {
+		t.Fatalf("no createRuntime hook run logged:\n%s", tail(e.log(), 30))
 	}
 	pinned := 0
-	for _, id := range ids {
-		if _, err := os.Stat(e.pinOf(id)); err == nil {
-			pinned++
+	for i, id := range ids {
+		if errs[i] == nil {
+			if _, err := os.Stat(e.pinOf(id)); err == nil {
+				pinned++
+			}
 		}
 	}
 	c := e.counts()
@@ -317,13 +323,13 @@ func TestBenchHookConcurrency(t *testing.T) {
 		"n": n, "wall_s": wall.Seconds(),
 		"hook_attach_ms":  map[string]float64{"p50": pct(hookMs, 0.5), "p99": pct(hookMs, 0.99), "max": pct(hookMs, 1), "min": pct(hookMs, 0)},
 		"docker_start_ms": map[string]float64{"p50": pct(startMs, 0.5), "p99": pct(startMs, 0.99)},
-		"outcomes":        outcomes, "pinned": pinned, "without_policy": hookstats.Sum(c.WithoutPolicy), "without_policy_by_reason": c.WithoutPolicy,
+		"outcomes":        outcomes, "hook_runs_logged": len(hookMs), "refused_by_runtime": refused, "pinned": pinned, "without_policy": hookstats.Sum(c.WithoutPolicy), "without_policy_by_reason": c.WithoutPolicy,
 		"guest_loadavg_before": loadBefore, "guest_loadavg_after": loadAfter,
 	}
 	b, _ := json.MarshalIndent(res, "", "  ")
 	os.WriteFile(filepath.Join(vmtest.ResultsDir(t), "hook-concurrency.json"), b, 0o644)
 	t.Logf("BENCH %d concurrent annotated docker runs in %.1f s: hook attach p50 %.0f ms, p99 %.0f ms (nearest rank; = max at n<100), min %.0f ms; docker create+start p50 %.0f ms, p99 %.0f ms",
 		n, wall.Seconds(), pct(hookMs, 0.5), pct(hookMs, 0.99), pct(hookMs, 0), pct(startMs, 0.5), pct(startMs, 0.99))
-	t.Logf("BENCH outcomes %v; %d of %d pinned; %d ran without policy %v; guest loadavg before %s, after %s",
-		outcomes, pinned, n, hookstats.Sum(c.WithoutPolicy), c.WithoutPolicy, loadBefore, loadAfter)
+	t.Logf("BENCH hook outcomes %v (%d logged); %d of %d running and pinned; %d ran without policy %v; %d refused by the runtime; guest loadavg before %s, after %s",
+		outcomes, len(hookMs), pinned, n, hookstats.Sum(c.WithoutPolicy), c.WithoutPolicy, refused, loadBefore, loadAfter)
 }

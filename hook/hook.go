@@ -71,16 +71,27 @@ type Hook struct {
 	Settings Settings
 	Open     OpenFunc
 	Timeout  time.Duration // overrides hook_timeout when > 0
-	Log      *slog.Logger
+	// Start is when the hook process started (zero: when Run is called).
+	// The timeout counts from it, so process start-up under load is
+	// inside the budget the runtime's own bound is derived from.
+	Start time.Time
+	Log   *slog.Logger
 	// Metrics is the counter file (MetricsPath of the config); "" counts
 	// nothing. Lock guards it; nil means a bounded flock of its folder.
 	Metrics string
 	Lock    hookstats.LockFunc
 }
 
-// metricsBound bounds the counter update: a run must finish within the
-// runtime's margin even when another hook holds the counter lock.
+// metricsBound bounds the counter update: a run must finish within its
+// timeout even when other hooks hold the counter lock.
 const metricsBound = time.Second
+
+// reserve is the part of the timeout kept for logging and counting after
+// the policy work gives up: the whole run, counters included, ends within
+// the timeout, and the runtime's bound (RuntimeMargin more) is never hit.
+func reserve(timeout time.Duration) time.Duration {
+	return min(timeout/5, metricsBound+200*time.Millisecond)
+}
 
 // Run reads the state from stdin and performs stage. It returns within the
 // timeout whatever the policy does. The error is non-nil only when the
@@ -94,7 +105,10 @@ const metricsBound = time.Second
 // is refused otherwise; an unannotated one is never affected; poststop
 // still detaches what the records name.
 func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
-	start := time.Now()
+	start := h.Start
+	if start.IsZero() {
+		start = time.Now()
+	}
 	log := h.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -104,7 +118,8 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 	if timeout <= 0 {
 		timeout = EffectiveTimeout(h.Settings.Config)
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	deadline := start.Add(timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline.Add(-reserve(timeout)))
 	defer cancel()
 
 	r := h.run(ctx, stage, stdin, timeout, log)
@@ -126,7 +141,8 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 		log.Info("hook run", attrs...)
 	}
 	if h.Metrics != "" {
-		mctx, mcancel := context.WithTimeout(context.Background(), metricsBound)
+		bound := min(metricsBound, max(time.Until(deadline), 100*time.Millisecond))
+		mctx, mcancel := context.WithTimeout(context.Background(), bound)
 		if err := hookstats.Record(mctx, h.Metrics, h.Lock, ev); err != nil {
 			log.Warn("hook counters not updated", "err", err)
 		}
@@ -216,7 +232,16 @@ func (h Hook) do(ctx context.Context, stage Stage, st specs.State, cfg enroll.Co
 	res := enroll.Result{ID: st.ID}
 	recorded := false
 	if stage == Poststop {
-		rec, ok, err := (enroll.Records{Dir: cfg.StateDir}).Get(st.ID)
+		recs := enroll.Records{Dir: cfg.StateDir}
+		rec, ok, err := recs.Get(st.ID)
+		if errors.Is(err, enroll.ErrBadRecord) {
+			// As enroll's Unenroll does: move it aside so it is not read
+			// again; the link goes with the next orphan sweep.
+			to, qerr := recs.Quarantine(st.ID)
+			res.Outcome, res.Reason, res.Err = enroll.Failed, enroll.ReasonRecordUnreadable, errors.Join(err, qerr)
+			log.Error("unreadable record moved aside", "moved_to", to, "err", res.Err)
+			return res, nil
+		}
 		if err != nil {
 			res.Outcome, res.Reason, res.Err = enroll.Failed, enroll.ReasonStateFailed, err
 			return res, nil

@@ -457,3 +457,44 @@ func TestBrokenConfig(t *testing.T) {
 		t.Fatalf("refused %v, without policy %v", c.Refused, c.WithoutPolicy)
 	}
 }
+
+// A corrupt record does not wedge poststop: it is moved aside and counted.
+func TestPoststopCorruptRecord(t *testing.T) {
+	f := newFixture(t)
+	if err := os.MkdirAll(f.cfg.StateDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.cfg.StateDir, "c1.json"), []byte("{half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := runBounded(t, f.hook(0), hook.Poststop, state(t, "c1", 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(f.cfg.StateDir, "c1.json")); !os.IsNotExist(err) {
+		t.Fatalf("corrupt record still in place: %v", err)
+	}
+	if c := f.counts(t); c.Runs[hookstats.Key{Stage: "poststop", Outcome: "failed", Reason: "record_unreadable"}] != 1 {
+		t.Fatalf("counts %+v", c.Runs)
+	}
+}
+
+// The timeout counts from the process start the runtime measures, not from
+// Run: a hook that started (Start) longer ago than its timeout gives up on
+// the policy at once, fails open, and is counted.
+func TestTimeoutCountsFromStart(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.tr.Cgroup("c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.tr.Proc(3, "/c1"); err != nil {
+		t.Fatal(err)
+	}
+	h := f.hook(time.Second)
+	h.Start = time.Now().Add(-time.Minute)
+	if err := runBounded(t, h, hook.CreateRuntime, state(t, "c1", 3, map[string]string{"agentcg.priority": "low"})); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.counts(t); c.WithoutPolicy["timeout"] != 1 {
+		t.Fatalf("counts %+v %v\n%s", c.RunList(), c.WithoutPolicy, f.log.String())
+	}
+}

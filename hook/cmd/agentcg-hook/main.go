@@ -24,15 +24,18 @@ import (
 )
 
 func main() {
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	// The hook's timeout counts from process start, as near as Go lets us
+	// see it.
+	started := time.Now()
+	os.Exit(run(context.Background(), started, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 // refusal is a hook result that must fail the container (exit 1); any
 // other error is a usage error (exit 2).
 type refusal struct{ error }
 
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := newRoot()
+func run(ctx context.Context, started time.Time, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(started)
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
@@ -49,13 +52,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 type flags struct {
+	started   time.Time
 	config    string
 	timeout   time.Duration
 	logFormat string
 }
 
-func newRoot() *cobra.Command {
-	f := &flags{}
+func newRoot(started time.Time) *cobra.Command {
+	f := &flags{started: started}
 	root := &cobra.Command{
 		Use:   "agentcg-hook [--config FILE] [--timeout D] createRuntime|poststop < state.json",
 		Short: "OCI hook that applies the agentcg.priority annotation's policy to a container's cgroup",
@@ -115,7 +119,7 @@ func stageCmd(f *flags, stage hook.Stage, short string, aliases ...string) *cobr
 			if s.Err != nil {
 				log.Error("config unusable: nothing will be attached (run agentcg-hook check-config)", "config", s.Path, "fail_mode_known", s.FailModeKnown, "err", s.Err)
 			}
-			h := hook.Hook{Settings: s, Open: opener(log), Timeout: f.timeout, Log: log, Metrics: hook.MetricsPath(s.Config)}
+			h := hook.Hook{Settings: s, Open: opener(log), Timeout: f.timeout, Start: f.started, Log: log, Metrics: hook.MetricsPath(s.Config)}
 			if err := h.Run(cmd.Context(), stage, cmd.InOrStdin()); err != nil {
 				return refusal{err}
 			}

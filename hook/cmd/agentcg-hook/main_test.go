@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentcg/agentcg/hook/hookstats"
 	"github.com/agentcg/agentcg/internal/version"
@@ -16,7 +17,7 @@ import (
 func runHook(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var o, e bytes.Buffer
-	code = run(context.Background(), args, strings.NewReader(stdin), &o, &e)
+	code = run(context.Background(), time.Now(), args, strings.NewReader(stdin), &o, &e)
 	return code, o.String(), e.String()
 }
 

@@ -27,9 +27,10 @@ const (
 // growTopMB is how far above its resident MB the "grow" role climbs.
 const growTopMB = 16
 
-
 func TestMain(m *testing.M) {
 	switch os.Getenv(envRole) {
+	case "attach": // another process: Load + Attach, print attachResult
+		os.Exit(attachRole())
 	case "alloc": // touch MB once, then exit
 		mb, _ := strconv.Atoi(os.Getenv(envMB))
 		touch(mb, 1)

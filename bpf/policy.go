@@ -34,6 +34,7 @@ const (
 // Names under Config.PinDir.
 const (
 	mapsSubdir    = "maps"  // maps pinned by name, shared by every process
+	opsSubdir     = "ops"   // struct_ops maps, <priority>-<key>: ops.go
 	linksSubdir   = "links" // one struct_ops link per cgroup: cg-<id>
 	pinPrefix     = "cg-"
 	ctrsMapName   = "agentcg_ctrs"
@@ -46,18 +47,24 @@ type Options struct {
 	Config    policy.Config // zero fields take policy defaults
 	RecordDir string        // default DefaultRecordDir
 	Logger    *slog.Logger  // default slog.Default()
+	// Probe replaces the feature check of Load (tests). nil: none when
+	// ops are already pinned under PinDir (they were loaded on this boot),
+	// Probe otherwise.
+	Probe func() error
 }
 
-// Policy is the BPF implementation of policy.Policy. The BPF objects are
-// loaded at most once per Policy (by Preload or the first Attach); List, Stats and
-// Detach work from the pins and records alone, so they load nothing.
+// Policy is the BPF implementation of policy.Policy. Preload or the first
+// Attach reopens the pinned ops of its knobs, or loads them when no process
+// has yet (ops.go); List, Stats and Detach work from the pins and records
+// alone, so they load nothing.
 type Policy struct {
 	cfg  policy.Config
 	recs records
 	log  *slog.Logger
 
-	mu   sync.Mutex
-	objs *objects // nil until the first Attach
+	mu    sync.Mutex
+	ops   *opsSet // nil until Preload or the first Attach
+	loads int     // times this Policy loaded the objects (tests, logs)
 }
 
 var (
@@ -66,26 +73,25 @@ var (
 	_ policy.TotalsReader = (*Policy)(nil)
 )
 
-// objects are the loaded high and low collections; both use the same
-// (pinned) HIGH-growth, counter and totals maps.
-type objects struct {
-	high highObjects
-	low  lowObjects
-}
-
-func (o *objects) close() {
-	o.high.Close()
-	o.low.Close()
-}
-
-// Load validates the config and probes the kernel. It returns a
-// *MissingFeatureError when the kernel lacks memcg_bpf_ops.
+// Load validates the config and checks the kernel: it returns a
+// *MissingFeatureError when the kernel lacks memcg_bpf_ops. It loads
+// nothing (Preload and Attach do), and skips the BTF probe when ops are
+// pinned under PinDir already.
 func Load(opts Options) (*Policy, error) {
 	cfg := opts.Config.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := Probe(); err != nil {
+	probe := opts.Probe
+	if probe == nil {
+		probe = func() error {
+			if opsPinned(cfg.PinDir) {
+				return nil
+			}
+			return Probe()
+		}
+	}
+	if err := probe(); err != nil {
 		return nil, err
 	}
 	if opts.RecordDir == "" {
@@ -109,73 +115,24 @@ func (p *Policy) pinPath(id uint64) string {
 	return filepath.Join(p.linksDir(), pinPrefix+strconv.FormatUint(id, 10))
 }
 
-// Preload loads the BPF objects now instead of at the first Attach, so that
-// a long-lived caller (the NRI plugin) pays the verifier's cost at start-up
-// and its request path only attaches.
+// Preload gets the BPF objects ready now instead of at the first Attach
+// (reopening the pinned ones of its knobs, or loading them), so that a
+// long-lived caller (the NRI plugin) pays any verifier cost at start-up and
+// its request path only attaches, and so that mode auto sees any load
+// failure before it commits to BPF.
 func (p *Policy) Preload(ctx context.Context) error {
-	unlock, err := p.recs.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	_, err = p.ensureLoaded()
+	_, err := p.ensureOps(ctx)
 	return err
 }
 
-// ensureLoaded loads the objects once; it loads again when another process
-// removed the pinned maps (detach --all) so that new links share the maps
-// that status reads.
-func (p *Policy) ensureLoaded() (*objects, error) {
-	if p.objs != nil {
-		if _, err := os.Stat(filepath.Join(p.mapsDir(), highMapName)); err == nil {
-			return p.objs, nil
-		}
-		p.objs.close()
-		p.objs = nil
-	}
-	if err := os.MkdirAll(p.mapsDir(), 0o755); err != nil {
-		return nil, fmt.Errorf("pin dir: %w", err)
-	}
-	o := &objects{}
-	mapOpts := ebpf.MapOptions{PinPath: p.mapsDir()}
-	if err := loadHighObjects(&o.high, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
-		return nil, fmt.Errorf("load high ops: %w", err)
-	}
-	spec, err := loadLow()
-	if err != nil {
-		o.high.Close()
-		return nil, err
-	}
-	vars := map[string]any{
-		"gate_pct":          p.cfg.GatePct,
-		"delay_base_ms":     p.cfg.DelayBaseMs,
-		"delay_max_ms":      p.cfg.DelayMaxMs,
-		"high_window_ns":    uint64(p.cfg.HighActiveWindowMs) * 1e6,
-		"high_growth_bytes": p.cfg.HighGrowthBytes,
-	}
-	for name, v := range vars {
-		if err := spec.Variables[name].Set(v); err != nil {
-			o.high.Close()
-			return nil, fmt.Errorf("set %s: %w", name, err)
-		}
-	}
-	err = spec.LoadAndAssign(&o.low, &ebpf.CollectionOptions{
-		Maps: mapOpts,
-		// The same maps as the high object, whatever the pins say.
-		MapReplacements: map[string]*ebpf.Map{
-			highMapName:   o.high.AgentcgHigh,
-			ctrsMapName:   o.high.AgentcgCtrs,
-			totalsMapName: o.high.AgentcgTotals,
-		},
-	})
-	if err != nil {
-		o.high.Close()
-		return nil, fmt.Errorf("load low ops: %w", err)
-	}
-	p.objs = o
-	return o, nil
+// Loads reports how many times this Policy loaded the objects (0 when it
+// only reopened pinned ones).
+func (p *Policy) Loads() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.loads
 }
 
 // Attach implements policy.Policy: it opens dir and attaches through it
@@ -199,12 +156,12 @@ func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (
 // BPF_LINK_CREATE all use dir's descriptor; path only goes into the record
 // and messages.
 func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio policy.Priority) (policy.Link, error) {
-	var ops func(*objects) *ebpf.Map
+	var ops func(*opsSet) *ebpf.Map
 	switch prio {
 	case policy.High:
-		ops = func(o *objects) *ebpf.Map { return o.high.HighOps }
+		ops = func(o *opsSet) *ebpf.Map { return o.high }
 	case policy.Low:
-		ops = func(o *objects) *ebpf.Map { return o.low.LowOps }
+		ops = func(o *opsSet) *ebpf.Map { return o.low }
 	default:
 		return policy.Link{}, fmt.Errorf("attach %s: %w", path, errInvalidPriority(prio))
 	}
@@ -217,6 +174,11 @@ func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio 
 	// ancestor's memcg and would attach the ops there, to a whole subtree.
 	if err := unix.Faccessat(int(dir.Fd()), "memory.current", unix.F_OK, 0); err != nil {
 		return policy.Link{}, fmt.Errorf("attach %s ops to %s: no memory controller (enable +memory in the parent's cgroup.subtree_control): memory.current: %w", prio, path, err)
+	}
+	// Get the objects ready before the record lock, so that a load (the
+	// verifier's seconds) never holds up other processes' attaches.
+	if err := p.Preload(ctx); err != nil {
+		return policy.Link{}, fmt.Errorf("attach %s ops to %s: %w", prio, path, err)
 	}
 	unlock, err := p.recs.lock()
 	if err != nil {
@@ -239,7 +201,7 @@ func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio 
 			return policy.Link{}, err
 		}
 	}
-	o, err := p.ensureLoaded()
+	o, err := p.ensureOps(ctx) // what Preload got, unless detach --all removed it since
 	if err != nil {
 		return policy.Link{}, err
 	}
@@ -247,10 +209,10 @@ func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio 
 	// sample; it goes before the link so that no HIGH runs unobserved.
 	undo := func() {}
 	if prio == policy.High {
-		if err := o.high.AgentcgHigh.Put(id, make([]byte, o.high.AgentcgHigh.ValueSize())); err != nil {
+		if err := o.growth.Put(id, make([]byte, o.growth.ValueSize())); err != nil {
 			return policy.Link{}, fmt.Errorf("attach %s: add HIGH cgroup %d to %s: %w", path, id, highMapName, err)
 		}
-		undo = func() { o.high.AgentcgHigh.Delete(id) }
+		undo = func() { o.growth.Delete(id) }
 	}
 	l, err := attachToCgroup(ops(o), dir, path)
 	if err != nil {
@@ -401,9 +363,9 @@ func (p *Policy) DetachAll(ctx context.Context) error {
 	for _, r := range recs {
 		errs = append(errs, p.detachLocked(r))
 	}
-	if p.objs != nil {
-		p.objs.close()
-		p.objs = nil
+	if p.ops != nil {
+		p.ops.close()
+		p.ops = nil
 	}
 	// Pins only live in bpffs; remove the whole tree under PinDir.
 	ents, err := os.ReadDir(p.cfg.PinDir)
@@ -555,9 +517,9 @@ func addCounters(a, b policy.Counters) policy.Counters {
 func (p *Policy) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.objs != nil {
-		p.objs.close()
-		p.objs = nil
+	if p.ops != nil {
+		p.ops.close()
+		p.ops = nil
 	}
 	return nil
 }

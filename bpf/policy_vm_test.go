@@ -14,6 +14,7 @@ import (
 	"github.com/agentcg/agentcg/cgroup"
 	"github.com/agentcg/agentcg/internal/vmtest"
 	"github.com/agentcg/agentcg/policy"
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 )
 
@@ -44,9 +45,10 @@ func TestProbeInGuest(t *testing.T) {
 	}
 }
 
-// opsProgIDs reads the prog ids the kernel reports in a struct_ops map's
-// value, per memcg_bpf_ops member (0 = not set).
-func opsProgIDs(t *testing.T, p *Policy, high bool) map[string]uint64 {
+// opsProgNames reads the prog ids the kernel reports in a struct_ops map's
+// value, per memcg_bpf_ops member, and returns each program's name ("" =
+// not set).
+func opsProgNames(t *testing.T, m *ebpf.Map) map[string]string {
 	t.Helper()
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
@@ -64,18 +66,27 @@ func opsProgIDs(t *testing.T, p *Policy, high bool) map[string]uint64 {
 			ops = m.Type.(*btf.Struct)
 		}
 	}
-	m := p.objs.low.LowOps
-	if high {
-		m = p.objs.high.HighOps
-	}
 	buf := make([]byte, m.ValueSize())
 	if err := m.Lookup(uint32(0), buf); err != nil {
 		t.Fatalf("lookup %v: %v", m, err)
 	}
-	out := map[string]uint64{}
+	out := map[string]string{}
 	for _, mem := range ops.Members {
-		off := dataOff + mem.Offset.Bytes()
-		out[mem.Name] = binary.LittleEndian.Uint64(buf[off:])
+		id := binary.LittleEndian.Uint64(buf[dataOff+mem.Offset.Bytes():])
+		if id == 0 {
+			out[mem.Name] = ""
+			continue
+		}
+		prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+		if err != nil {
+			t.Fatalf("%s: prog %d: %v", mem.Name, id, err)
+		}
+		info, err := prog.Info()
+		prog.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[mem.Name] = info.Name
 	}
 	return out
 }
@@ -85,30 +96,22 @@ func opsProgIDs(t *testing.T, p *Policy, high bool) map[string]uint64 {
 func TestOpsMapsHoldTheirOwnPrograms(t *testing.T) {
 	vmtest.Require(t)
 	p := newPolicy(t, policy.DefaultConfig())
-	h := cg(t, filepath.Join(cgRoot, "agentcg-opsmaps"))
-	if _, err := p.Attach(context.Background(), h, policy.High); err != nil {
+	if err := p.Preload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	hi, err := p.objs.high.HighBelowLow.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hm, _ := p.objs.high.HighBelowMin.Info()
-	lo, _ := p.objs.low.LowDelay.Info()
-	hid, _ := hi.ID()
-	hmid, _ := hm.ID()
-	lid, _ := lo.ID()
-	high := opsProgIDs(t, p, true)
-	low := opsProgIDs(t, p, false)
-	t.Logf("high_ops %v (below_low=%d below_min=%d), low_ops %v (get_high_delay_ms=%d)", high, hid, hmid, low, lid)
-	want := map[string][2]uint64{
-		"below_low":         {uint64(hid), 0},
-		"below_min":         {uint64(hmid), 0},
-		"get_high_delay_ms": {0, uint64(lid)},
+	high := opsProgNames(t, p.ops.high)
+	low := opsProgNames(t, p.ops.low)
+	t.Logf("high_ops %v, low_ops %v", high, low)
+	want := map[string][2]string{
+		"below_low":             {"high_below_low", ""},
+		"below_min":             {"high_below_min", ""},
+		"get_high_delay_ms":     {"", "low_delay"},
+		"handle_cgroup_online":  {"", ""},
+		"handle_cgroup_offline": {"", ""},
 	}
 	for member, w := range want {
 		if high[member] != w[0] || low[member] != w[1] {
-			t.Errorf("%s: high_ops has prog %d (want %d), low_ops has %d (want %d)", member, high[member], w[0], low[member], w[1])
+			t.Errorf("%s: high_ops has %q (want %q), low_ops has %q (want %q)", member, high[member], w[0], low[member], w[1])
 		}
 	}
 }
@@ -193,11 +196,13 @@ func TestPreload(t *testing.T) {
 	if err := p.Preload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if p.objs == nil {
-		t.Fatal("Preload returned without loading the objects")
+	if p.ops == nil || p.Loads() != 1 {
+		t.Fatalf("Preload returned with ops %v after %d loads, want one load", p.ops, p.Loads())
 	}
-	if _, err := os.Stat(filepath.Join(p.mapsDir(), highMapName)); err != nil {
-		t.Fatalf("priority map not pinned after Preload: %v", err)
+	for _, pin := range []string{filepath.Join(p.mapsDir(), highMapName), p.ops.highPin, p.ops.lowPin} {
+		if _, err := os.Stat(pin); err != nil {
+			t.Errorf("not pinned after Preload: %v", err)
+		}
 	}
 }
 

@@ -32,13 +32,17 @@ const DefaultRecordDir = "/run/agentcg/native"
 type Options struct {
 	Config    policy.Config
 	RecordDir string // default DefaultRecordDir
+	// Fallback is why this policy stands in for the BPF one (set by mode
+	// auto); FallbackReason returns it.
+	Fallback error
 }
 
 // Policy is the native implementation of policy.Policy.
 type Policy struct {
-	cfg policy.Config
-	dir string
-	mu  sync.Mutex
+	cfg      policy.Config
+	dir      string
+	fallback error
+	mu       sync.Mutex
 }
 
 var (
@@ -64,8 +68,12 @@ func New(opts Options) (*Policy, error) {
 	if opts.RecordDir == "" {
 		opts.RecordDir = DefaultRecordDir
 	}
-	return &Policy{cfg: cfg, dir: opts.RecordDir}, nil
+	return &Policy{cfg: cfg, dir: opts.RecordDir, fallback: opts.Fallback}, nil
 }
+
+// FallbackReason is why mode auto chose this policy over BPF; nil when
+// native was asked for.
+func (p *Policy) FallbackReason() error { return p.fallback }
 
 // Mode implements policy.Policy.
 func (p *Policy) Mode() policy.Mode { return policy.ModeNative }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentcg/agentcg/internal/doctor"
 	"github.com/agentcg/agentcg/internal/vmtest"
@@ -71,7 +72,8 @@ func find(rs []doctor.Result, name string) doctor.Result {
 // cgroup, pin the link) and detach run as uid 0 with every capability
 // outside a given set removed from the bounding set (the Helm chart's
 // securityContext does the same). The chart's set must work, and dropping
-// any one of its capabilities must not.
+// any one of its capabilities must not. Then agentcg-nri itself runs with
+// only the chart's set and pins an annotated CRI container's link.
 func TestVMCapabilities(t *testing.T) {
 	vmtest.Require(t)
 	agentcg := bin(t, "agentcg")
@@ -117,6 +119,48 @@ func TestVMCapabilities(t *testing.T) {
 			t.Errorf("the chart adds %s, but attach and detach work without it (%v): drop it from values.yaml", chart[i], less)
 		}
 	}
+
+	// The plugin itself with only those capabilities: it connects to
+	// containerd and pins the link of an annotated CRI container.
+	dir := vmtest.ResultsDir(t)
+	pinDir := "/sys/fs/bpf/agentcg-caps-nri"
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte("mode: bpf\nstate_dir: /run/agentcg-caps/containers\npolicy:\n  pin_dir: "+pinDir+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startNRI(t, "setpriv", "--inh-caps", "-all", "--ambient-caps", "-all", "--bounding-set", "-all,+"+strings.Join(chart, ",+"), "--",
+		bin(t, "agentcg-nri"), "--config", cfg)
+	parent := "/agentcg-caps-pods"
+	pod := writeJSON(t, dir, "pod.json", map[string]any{
+		"metadata":      map[string]any{"name": "caps", "namespace": "tenant", "uid": "caps-uid"},
+		"linux":         map[string]any{"cgroup_parent": parent, "security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
+		"log_directory": "/tmp/agentcg-caps-pod",
+	})
+	podID := strings.TrimSpace(run(t, "crictl", "runp", pod))
+	t.Cleanup(func() { exec.Command("crictl", "stopp", podID).Run(); exec.Command("crictl", "rmp", "-f", podID).Run() })
+	ctr := writeJSON(t, dir, "ctr.json", map[string]any{
+		"metadata":    map[string]any{"name": "low"},
+		"image":       map[string]any{"image": "docker.io/agentcg/pause:1"},
+		"annotations": map[string]string{"agentcg.priority": "low"},
+		"log_path":    "low.log",
+	})
+	id := strings.TrimSpace(run(t, "crictl", "create", podID, ctr, pod))
+	run(t, "crictl", "start", id)
+	pin := pinFor(t, pinDir, filepath.Join("/sys/fs/cgroup", parent, id))
+	waitFor(t, "agentcg-nri with {"+strings.Join(chart, ",")+"} pins the link", 60*time.Second, func() error {
+		if _, err := os.Stat(pin); err != nil {
+			return fmt.Errorf("%v (pins %v)", err, pins(t, pinDir))
+		}
+		return nil
+	})
+	run(t, "crictl", "stop", "-t", "0", id)
+	run(t, "crictl", "rm", id)
+	waitFor(t, "link removed", 60*time.Second, func() error {
+		if p := pins(t, pinDir); len(p) != 0 {
+			return fmt.Errorf("pins %v", p)
+		}
+		return nil
+	})
 }
 
 func firstLine(s string) string {

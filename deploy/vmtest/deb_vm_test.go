@@ -4,11 +4,13 @@ package vmtest_test
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentcg/agentcg/internal/vmtest"
 )
@@ -51,9 +53,25 @@ func TestVMDeb(t *testing.T) {
 		t.Errorf("installed config: %+v\n%s", r, text)
 	}
 
+	unit := "/lib/systemd/system/agentcg-nri.service"
+	if _, err := os.Stat(unit); err == nil && underSystemd() {
+		// The real thing: systemd starts the installed unit.
+		run(t, "systemctl", "daemon-reload")
+		run(t, "systemctl", "enable", "--now", "agentcg-nri.service")
+		t.Cleanup(func() { exec.Command("systemctl", "disable", "--now", "agentcg-nri.service").Run() })
+		waitFor(t, "agentcg-nri.service active and synchronized", 90*time.Second, func() error {
+			active, _ := exec.Command("systemctl", "is-active", "agentcg-nri.service").Output()
+			log, _ := exec.Command("journalctl", "-u", "agentcg-nri.service", "--no-pager", "-o", "cat").CombinedOutput()
+			if strings.TrimSpace(string(active)) != "active" || !strings.Contains(string(log), "synchronized") {
+				return fmt.Errorf("is-active %q, journal:\n%s", strings.TrimSpace(string(active)), log)
+			}
+			return nil
+		})
+		t.Logf("agentcg-nri.service: active under systemd")
+		return
+	}
 	// Start the plugin as the unit does, with the installed config.
 	execStart := []string{"/usr/bin/agentcg-nri", "--config", "/etc/agentcg/config.yaml"}
-	unit := "/lib/systemd/system/agentcg-nri.service"
 	if f, err := os.Open(unit); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -65,6 +83,9 @@ func TestVMDeb(t *testing.T) {
 		t.Logf("%s: ExecStart=%s", unit, strings.Join(execStart, " "))
 	} else {
 		t.Logf("NOT PROVEN: the package ships no %s (deploy/systemd/agentcg-nri.service is not on main); starting %v", unit, execStart)
+	}
+	if !underSystemd() {
+		t.Logf("NOT PROVEN here: the unit under systemd (this guest's PID 1 is not systemd; the systemd profile runs that part)")
 	}
 	startNRI(t, execStart...)
 }

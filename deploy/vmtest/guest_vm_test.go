@@ -61,8 +61,21 @@ func waitFor(t *testing.T, what string, d time.Duration, ok func() error) {
 // restartDaemon stops the guest's daemon (containerd or dockerd) and starts
 // it again the way vminit does, in /sys/fs/cgroup/daemons, appending to
 // /run/<name>.log, then waits until its client answers.
+// Under systemd (the systemd profile) it is `systemctl restart`.
 func restartDaemon(t *testing.T, name string, client ...string) {
 	t.Helper()
+	if underSystemd() {
+		unit := map[string]string{"containerd": "containerd.service", "dockerd": "docker.service"}[name]
+		run(t, "systemctl", "restart", unit)
+		waitFor(t, name+" answers", 120*time.Second, func() error {
+			out, err := exec.Command(client[0], client[1:]...).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
+		return
+	}
 	if out, err := exec.Command("pidof", "-s", name).Output(); err == nil {
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 		if pid > 0 {
@@ -88,6 +101,11 @@ func restartDaemon(t *testing.T, name string, client ...string) {
 		}
 		return nil
 	})
+}
+
+func underSystemd() bool {
+	_, err := os.Stat("/run/systemd/system")
+	return err == nil
 }
 
 // swapFile replaces file with content and registers the restore (and a

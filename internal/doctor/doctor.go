@@ -24,6 +24,7 @@ import (
 
 	"github.com/agentcg/agentcg/enroll"
 	"github.com/agentcg/agentcg/internal/configure"
+	"github.com/agentcg/agentcg/plugin"
 	"github.com/agentcg/agentcg/policy"
 	"github.com/pelletier/go-toml/v2"
 )
@@ -481,7 +482,8 @@ func get(m map[string]any, path []string) (any, bool) {
 	return cur, true
 }
 
-// plugin looks for a running agentcg-nri and asks its /readyz when the
+// plugin reads the status file agentcg-nri keeps in the state dir (is it
+// alive, is it connected to the NRI socket), and asks its /readyz when the
 // config names a metrics address.
 func (e Env) plugin(ctx context.Context, cfg enroll.Config, containerd bool) Result {
 	r := Result{Name: "plugin"}
@@ -489,16 +491,32 @@ func (e Env) plugin(ctx context.Context, cfg enroll.Config, containerd bool) Res
 		r.Status, r.Detail = Skip, "no containerd: the NRI plugin is not needed"
 		return r
 	}
-	pids := findProcess(e.path("/proc"), "agentcg-nri")
-	if len(pids) == 0 {
-		r.Status, r.Detail = Fail, "no agentcg-nri process: containerd starts annotated containers without the policy"
-		r.Fix = "systemctl enable --now agentcg-nri (deb), or deploy the Helm chart, or link it into /opt/nri/plugins"
+	statusPath := plugin.StatusPath(cfg.StateDir)
+	st, err := plugin.ReadStatus(e.path(statusPath))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		r.Status, r.Detail = Fail, fmt.Sprintf("no agentcg-nri status file (%s): the plugin is not running, so containerd starts annotated containers without the policy", statusPath)
+		r.Fix = "systemctl enable --now agentcg-nri (deb), or deploy the Helm chart, or link agentcg-nri into /opt/nri/plugins"
+		return r
+	case err != nil:
+		r.Status, r.Detail, r.Fix = Fail, err.Error(), "restart agentcg-nri (it rewrites the file)"
 		return r
 	}
-	r.Detail = fmt.Sprintf("agentcg-nri running (pid %s)", strings.Join(pids, ","))
+	if _, err := os.Stat(e.path(filepath.Join("/proc", strconv.Itoa(st.Pid)))); err != nil {
+		r.Status, r.Detail = Fail, fmt.Sprintf("%s names pid %d, which is gone: agentcg-nri died", statusPath, st.Pid)
+		r.Fix = "systemctl restart agentcg-nri (journalctl -u agentcg-nri says why it stopped)"
+		return r
+	}
+	r.Detail = fmt.Sprintf("agentcg-nri %s (pid %d, mode %s)", st.Version, st.Pid, st.Mode)
+	if !st.Connected {
+		r.Status = Fail
+		r.Detail += fmt.Sprintf(" is not connected to the NRI socket (since %s)", st.Since.Format(time.RFC3339))
+		r.Fix = "check that containerd runs with NRI on (agentcg configure --runtime containerd, restart containerd) and the plugin's log"
+		return r
+	}
+	r.Detail += fmt.Sprintf(" connected to %s %s since %s", st.Runtime, st.RuntimeVersion, st.Since.Format(time.RFC3339))
 	if cfg.MetricsAddr == "" {
 		r.Status = OK
-		r.Detail += "; set metrics_addr to let doctor ask /readyz"
 		return r
 	}
 	url := "http://" + dialAddr(cfg.MetricsAddr) + "/readyz"
@@ -509,8 +527,8 @@ func (e Env) plugin(ctx context.Context, cfg enroll.Config, containerd bool) Res
 	code, err := get(ctx, url)
 	if err != nil || code != http.StatusOK {
 		r.Status = Fail
-		r.Detail += fmt.Sprintf("; %s: status %d %v (not connected to containerd's NRI socket?)", url, code, err)
-		r.Fix = "check the plugin's log (journalctl -u agentcg-nri, or the pod's log) and that NRI is on"
+		r.Detail += fmt.Sprintf("; but %s answers %d %v", url, code, err)
+		r.Fix = "check the plugin's log (journalctl -u agentcg-nri, or the pod's log)"
 		return r
 	}
 	r.Status = OK
@@ -543,24 +561,6 @@ func httpGet(ctx context.Context, url string) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
-}
-
-func findProcess(proc, name string) []string {
-	ents, err := os.ReadDir(proc)
-	if err != nil {
-		return nil
-	}
-	var pids []string
-	for _, d := range ents {
-		if _, err := strconv.Atoi(d.Name()); err != nil {
-			continue
-		}
-		comm, err := os.ReadFile(filepath.Join(proc, d.Name(), "comm"))
-		if err == nil && strings.TrimSpace(string(comm)) == name {
-			pids = append(pids, d.Name())
-		}
-	}
-	return pids
 }
 
 func (e Env) hook(docker map[string]any) Result {

@@ -68,20 +68,21 @@ func good(t *testing.T) node {
 		t.Fatal(err)
 	}
 	return node{
-		"/proc/self/mountinfo":              mountsV2,
-		"/proc/self/status":                 statusRoot,
-		"/proc/sys/kernel/osrelease":        "7.3.4-memcgbpf\n",
-		"/proc/412/comm":                    "agentcg-nri\n",
-		"/proc/1/comm":                      "systemd\n",
-		"/sys/fs/cgroup/cgroup.controllers": "cpuset cpu io memory pids\n",
-		"/etc/agentcg/config.yaml":          "mode: bpf\nmetrics_addr: 127.0.0.1:9464\n",
-		"/etc/containerd/config.toml":       string(cd),
-		"/etc/docker/daemon.json":           string(dk),
-		"/usr/bin/agentcg-runc":             "#!",
-		"/usr/bin/agentcg-hook":             "#!",
-		"/run/agentcg/containers/":          "",
-		"/run/containerd/containerd.sock":   "",
-		"/var/run/nri/nri.sock":             "",
+		"/proc/self/mountinfo":                       mountsV2,
+		"/proc/self/status":                          statusRoot,
+		"/proc/sys/kernel/osrelease":                 "7.3.4-memcgbpf\n",
+		"/proc/412/":                                 "",
+		"/run/agentcg/containers/agentcg-nri.status": `{"pid":412,"version":"v1","mode":"bpf","connected":true,"since":"2026-11-30T08:00:00Z","runtime":"containerd","runtime_version":"2.1.9"}`,
+		"/proc/1/comm":                               "systemd\n",
+		"/sys/fs/cgroup/cgroup.controllers":          "cpuset cpu io memory pids\n",
+		"/etc/agentcg/config.yaml":                   "mode: bpf\nmetrics_addr: 127.0.0.1:9464\n",
+		"/etc/containerd/config.toml":                string(cd),
+		"/etc/docker/daemon.json":                    string(dk),
+		"/usr/bin/agentcg-runc":                      "#!",
+		"/usr/bin/agentcg-hook":                      "#!",
+		"/run/agentcg/containers/":                   "",
+		"/run/containerd/containerd.sock":            "",
+		"/var/run/nri/nri.sock":                      "",
 	}
 }
 
@@ -150,14 +151,23 @@ func TestEachCheck(t *testing.T) {
 		{name: "no docker runtime", change: func(n node) { n["/etc/docker/daemon.json"] = `{"storage-driver": "overlay2"}` }, check: "docker config", status: Fail, fix: "agentcg configure --runtime docker"},
 		{name: "no docker runtime, hook", change: func(n node) { n["/etc/docker/daemon.json"] = `{}` }, check: "hook", status: Fail},
 		{name: "wrapper missing", change: func(n node) { delete(n, "/usr/bin/agentcg-runc") }, check: "hook", status: Fail, detail: "/usr/bin/agentcg-runc is missing"},
-		{name: "plugin not running", change: func(n node) { delete(n, "/proc/412/comm") }, check: "plugin", status: Fail, fix: "systemctl enable --now agentcg-nri"},
-		{name: "plugin not ready", ready: 503, check: "plugin", status: Fail, detail: "status 503"},
+		{name: "plugin not running", change: func(n node) { delete(n, "/run/agentcg/containers/agentcg-nri.status") }, check: "plugin", status: Fail, fix: "systemctl enable --now agentcg-nri"},
+		{name: "plugin died", change: func(n node) { delete(n, "/proc/412/") }, check: "plugin", status: Fail, detail: "pid 412, which is gone"},
+		{name: "plugin not connected", change: func(n node) {
+			n["/run/agentcg/containers/agentcg-nri.status"] = `{"pid":412,"connected":false,"since":"2026-11-30T08:00:00Z"}`
+		}, check: "plugin", status: Fail, detail: "not connected", fix: "NRI on"},
+		{name: "plugin status corrupt", change: func(n node) { n["/run/agentcg/containers/agentcg-nri.status"] = "{" }, check: "plugin", status: Fail, fix: "restart"},
+		{name: "plugin not ready", ready: 503, check: "plugin", status: Fail, detail: "answers 503"},
 		{name: "no containerd, no plugin needed", change: func(n node) {
 			delete(n, "/etc/containerd/config.toml")
 			delete(n, "/run/containerd/containerd.sock")
-			delete(n, "/proc/412/comm")
+			delete(n, "/run/agentcg/containers/agentcg-nri.status")
 		}, check: "plugin", status: Skip},
-		{name: "state dir unreadable", change: func(n node) { delete(n, "/run/agentcg/containers/"); n["/run/agentcg/containers"] = "a file" }, check: "state dir", status: Fail, fix: "readable"},
+		{name: "state dir unreadable", change: func(n node) {
+			delete(n, "/run/agentcg/containers/")
+			delete(n, "/run/agentcg/containers/agentcg-nri.status")
+			n["/run/agentcg/containers"] = "a file"
+		}, check: "state dir", status: Fail, fix: "readable"},
 		{name: "hooks.d broken", change: func(n node) { n["/etc/containers/oci/hooks.d/agentcg-poststop.json"] = `{"hook": {}}` }, check: "hook", status: Fail, detail: "no hook.path"},
 	}
 	for _, tc := range tests {
@@ -200,6 +210,7 @@ func TestMountinfo(t *testing.T) {
 func TestCommandJSON(t *testing.T) {
 	root := good(t).write(t)
 	cmd := Command()
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetArgs([]string{"--root", root, "--json"})

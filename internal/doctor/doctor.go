@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/agentcg/agentcg/enroll"
+	"github.com/agentcg/agentcg/hook"
 	"github.com/agentcg/agentcg/internal/configure"
 	"github.com/agentcg/agentcg/plugin"
 	"github.com/agentcg/agentcg/policy"
@@ -610,7 +611,19 @@ func (e Env) hook(docker map[string]any) Result {
 			return r
 		}
 	}
-	r.Status, r.Detail = OK, "installed: "+strings.Join(seen, ", ")
+	// The hook reads the config on every run: check it the way the hook will.
+	cfgPath := e.ConfigPath
+	if cfgPath == "" {
+		cfgPath = enroll.DefaultConfigPath
+	}
+	if _, err := os.Stat(e.path(cfgPath)); err == nil {
+		if _, err := hook.CheckConfig(e.path(cfgPath)); err != nil {
+			r.Status, r.Detail = Fail, fmt.Sprintf("installed (%s), but its config fails: %v", strings.Join(seen, ", "), err)
+			r.Fix = "fix " + cfgPath + " (agentcg-hook check-config names the field)"
+			return r
+		}
+	}
+	r.Status, r.Detail = OK, "installed: "+strings.Join(seen, ", ")+"; config valid for the hook"
 	return r
 }
 

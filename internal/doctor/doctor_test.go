@@ -168,6 +168,9 @@ func TestEachCheck(t *testing.T) {
 			delete(n, "/run/agentcg/containers/agentcg-nri.status")
 			n["/run/agentcg/containers"] = "a file"
 		}, check: "state dir", status: Fail, fix: "readable"},
+		{name: "hook log folder missing", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = "mode: bpf\nmetrics_addr: 127.0.0.1:9464\nhook_log: /nonexistent-dir/hook.log\n"
+		}, check: "hook", status: Fail, detail: "hook_log", fix: "check-config"},
 		{name: "hooks.d broken", change: func(n node) { n["/etc/containers/oci/hooks.d/agentcg-poststop.json"] = `{"hook": {}}` }, check: "hook", status: Fail, detail: "no hook.path"},
 	}
 	for _, tc := range tests {

@@ -3,7 +3,9 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,7 @@ const (
 	envRole = "AGENTCG_BPF_TEST_ROLE" // "alloc" or "churn"
 	envMB   = "AGENTCG_BPF_TEST_MB"
 	envIter = "AGENTCG_BPF_TEST_ITER"
+	envFile = "AGENTCG_BPF_TEST_FILE"
 )
 
 // growTopMB is how far above its resident MB the "grow" role climbs.
@@ -31,6 +34,13 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(envRole) {
 	case "attach": // another process: Load + Attach, print attachResult
 		os.Exit(attachRole())
+	case "tmpfs": // write MB of incompressible data to the file envFile names
+		mb, _ := strconv.Atoi(os.Getenv(envMB))
+		if err := writeRandom(os.Getenv(envFile), mb); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+		os.Exit(0)
 	case "alloc": // touch MB once, then exit
 		mb, _ := strconv.Atoi(os.Getenv(envMB))
 		touch(mb, 1)
@@ -72,6 +82,29 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(m.Run())
+}
+
+// writeRandom writes mb MiB to path: a random MiB written over and over,
+// each page stamped with its offset. zram compresses page by page and has no
+// dedup, so every page stays incompressible (zero or repeated-byte pages
+// would cost zram nothing).
+func writeRandom(path string, mb int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	rand.NewChaCha8([32]byte{1}).Read(buf)
+	for i := 0; i < mb; i++ {
+		for pg := 0; pg < len(buf); pg += 4096 {
+			binary.LittleEndian.PutUint64(buf[pg:], uint64(i<<20+pg))
+		}
+		if _, err := f.Write(buf); err != nil {
+			f.Close()
+			return fmt.Errorf("write %s at %d MiB: %w", path, i, err)
+		}
+	}
+	return f.Close()
 }
 
 func mapTouch(mb int) ([]byte, error) {
@@ -128,7 +161,7 @@ func rmCgroup(dir string) {
 }
 
 // start runs this binary with role in cgroup dir.
-func start(t testing.TB, dir, role string, mb, iters int) *exec.Cmd {
+func start(t testing.TB, dir, role string, mb, iters int, extraEnv ...string) *exec.Cmd {
 	t.Helper()
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
@@ -137,6 +170,7 @@ func start(t testing.TB, dir, role string, mb, iters int) *exec.Cmd {
 	defer unix.Close(fd)
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Env = append(os.Environ(), envRole+"="+role, fmt.Sprintf("%s=%d", envMB, mb), fmt.Sprintf("%s=%d", envIter, iters))
+	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	if err := cmd.Start(); err != nil {

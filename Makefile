@@ -6,7 +6,7 @@ GO      ?= go
 LDFLAGS := -s -w -X github.com/agentcg/agentcg/internal/version.Version=$(VERSION)
 BINS    := agentcg agentcg-replay agentcg-nri agentcg-hook agentcg-runc
 
-.PHONY: build test check deps vmtest vmtest-kube image images manifests manifests-check dist deb bench soak generate experiment clean help
+.PHONY: build test check deps vmtest vmtest-kube image images manifests manifests-check dist deb bench soak generate experiment kernel clean help
 
 help:
 	@echo "make build       static binaries into bin/"
@@ -22,6 +22,7 @@ help:
 	@echo "make soak        VM: 1000 create/remove cycles, Docker and CRI, plugin restarts; 0 pins/links/records left (SOAK_CYCLES=N)"
 	@echo "make generate    rebuild the BPF objects with bpf2go (needs clang)"
 	@echo "make experiment  run the default experiment (VM mode on machines without the patched kernel)"
+	@echo "make kernel      build the memcg BPF kernel (KERNEL_ARGS='--profile node', '--patches DIR', ...; see scripts/kernel/README.md)"
 
 build:
 	@mkdir -p bin
@@ -96,6 +97,10 @@ generate:
 
 experiment: deps build image
 	scripts/experiment.sh $(EXPERIMENT_ARGS)
+
+# Not part of check/.ci/run: about ten minutes on two idle cores (qemu profile).
+kernel:
+	scripts/kernel/build.sh $(KERNEL_ARGS)
 
 clean:
 	rm -rf bin build dist

@@ -44,10 +44,17 @@ for n in "$mem" "$cpus" "$timeout"; do
 	[[ $n =~ ^[1-9][0-9]*$ ]] || { log "not a positive integer: $n"; exit 125; }
 done
 
-kernel=${AGENTCG_KERNEL:-$src/../shared/kernel/bzImage}
-if [ ! -f "$kernel" ]; then
-	log "no kernel at $kernel. Set AGENTCG_KERNEL, or build one with the memcg BPF series:"
-	log "  KSRC=<linux-7.3.4 tree> WORK=./linux-memcgbpf OUT=./out ../shared/kernel/build.sh"
+# Kernel: $AGENTCG_KERNEL, else this workplace's prebuilt one, else the one
+# `make kernel` (scripts/kernel/build.sh) leaves in the cache.
+kernel=${AGENTCG_KERNEL:-}
+if [ -z "$kernel" ]; then
+	for k in "$src/../shared/kernel/bzImage" "$cache/kernel/qemu/bzImage"; do
+		[ -f "$k" ] && { kernel=$k; break; }
+	done
+fi
+if [ -z "$kernel" ] || [ ! -f "$kernel" ]; then
+	log "no kernel${kernel:+ at $kernel} (looked for \$AGENTCG_KERNEL, ../shared/kernel/bzImage, $cache/kernel/qemu/bzImage)."
+	log "Build one with the memcg BPF series: make kernel   (scripts/kernel/README.md), or set AGENTCG_KERNEL=/path/to/bzImage"
 	exit 125
 fi
 command -v qemu-system-x86_64 >/dev/null || { log "qemu-system-x86_64 not installed"; exit 125; }

@@ -209,6 +209,9 @@ key=$( {
 	[ "$port" = none ] || cat "$here/port-7.3.sh"
 } | sha256sum | cut -c1-16)
 tree=$kdir/tree-$key
+# Both profiles share the tree (each builds with its own O= directory).
+exec 7>"$kdir/.lock-tree-$key"
+flock -n 7 || { log "waiting for another build preparing $tree"; flock 7; }
 if [ ! -f "$tree/.agentcg-done" ]; then
 	rm -rf "$tree"
 	mkdir -p "$tree"
@@ -235,6 +238,7 @@ if [ ! -f "$tree/.agentcg-done" ]; then
 	fi
 	touch "$tree/.agentcg-done"
 fi
+flock -u 7
 head=$(git -C "$tree" rev-parse --short HEAD)
 [ -f "$tree/mm/bpf_memcontrol.c" ] || die "$tree has no mm/bpf_memcontrol.c: the patches are not the memcg BPF series"
 
@@ -263,7 +267,18 @@ else
 	esac
 fi
 cp "$build/.config" "$build/base.config"
-(cd "$tree" && scripts/kconfig/merge_config.sh -m -O "$build" "$build/base.config" "${frags[@]}") >"$build/merge.log" 2>&1 ||
+# "=m" in a fragment means "at least a module": a base that builds the
+# driver in keeps it built in (no initramfs surprises).
+mkdir -p "$build/fragments"
+merged=()
+for f in "${frags[@]}"; do
+	awk -v base="$build/base.config" '
+		BEGIN { while ((getline l < base) > 0) if (l ~ /^CONFIG_[A-Za-z0-9_]+=y$/) { split(l, a, "="); y[a[1]] = 1 } }
+		/^CONFIG_[A-Za-z0-9_]+=m$/ { split($0, a, "="); if (a[1] in y) next }
+		{ print }' "$f" >"$build/fragments/${f##*/}"
+	merged+=("$build/fragments/${f##*/}")
+done
+(cd "$tree" && scripts/kconfig/merge_config.sh -m -O "$build" "$build/base.config" "${merged[@]}") >"$build/merge.log" 2>&1 ||
 	{ tail -n 20 "$build/merge.log" >&2; die "merge_config.sh failed"; }
 "${K[@]}" -s olddefconfig
 

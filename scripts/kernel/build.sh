@@ -68,6 +68,12 @@ if [ $n -eq 0 ]; then
 	fi
 fi
 
+# Bad paths fail now, not after waiting for the lock.
+[ -z "$patches" ] || [ -d "$patches" ] || die "--patches: not a directory: $patches"
+[ -z "$mbox" ] || [ -f "$mbox" ] || die "--mbox: no such file: $mbox"
+case $source in debian | http://* | https://*) ;; *) [ -e "$source" ] || die "--source: no such file or directory: $source" ;; esac
+case $base_config in debian-cloud | debian-generic) ;; *) [ -f "$base_config" ] || die "--base-config: want debian-cloud, debian-generic or a file; no such file: $base_config" ;; esac
+
 kdir=$cache/kernel
 mkdir -p "$kdir"
 kdir=$(cd "$kdir" && pwd)

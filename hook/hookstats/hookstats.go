@@ -1,17 +1,22 @@
 // Package hookstats owns the OCI hook's outcome counters. Each hook process
 // is short-lived, so the counters live in a file in the Prometheus text
-// format (node_exporter's textfile collector reads it as it is): every hook
-// run adds its outcome under a bounded lock and replaces the file
-// atomically, and `agentcg status` reads it without a lock.
+// format (node_exporter's textfile collector reads it as it is). No hook
+// ever waits for another to be counted: each run drops its event as a
+// small file of its own, and whichever run gets the folder's lock (a
+// bounded wait) folds the pending events into the counter file and
+// replaces it atomically. `agentcg status` reads the file plus any events
+// still pending, without a lock.
 package hookstats
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +25,7 @@ import (
 	"time"
 
 	"github.com/agentcg/agentcg/internal/dirlock"
+	"github.com/agentcg/agentcg/internal/jsonfile"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -43,14 +49,14 @@ var DurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 
 // Event is one hook run.
 type Event struct {
-	Stage   string // createRuntime or poststop
-	Outcome string // enroll's outcome: attached, skipped, rejected, failed, detached
-	Reason  string // enroll's reason ("" when none)
+	Stage   string `json:"stage"`   // createRuntime or poststop
+	Outcome string `json:"outcome"` // enroll's outcome: attached, skipped, rejected, failed, detached
+	Reason  string `json:"reason"`  // enroll's reason ("" when none)
 	// WithoutPolicy: the container asked for a priority and runs without
 	// it (fail_mode open). Refused: the runtime was told to refuse it.
-	WithoutPolicy bool
-	Refused       bool
-	Duration      time.Duration
+	WithoutPolicy bool          `json:"without_policy"`
+	Refused       bool          `json:"refused"`
+	Duration      time.Duration `json:"duration_ns"`
 }
 
 // Key labels one runs counter.
@@ -145,29 +151,75 @@ func Sum(m map[string]uint64) uint64 {
 // returns its release.
 type LockFunc func(ctx context.Context, dir string) (unlock func(), err error)
 
-// Record adds e to the counter file at path under lock (bounded by ctx;
-// nil means dirlock.LockContext on path's folder) and replaces the file atomically. A file that does not parse is started
-// anew (a counter reset, which Prometheus handles), and the error says so.
+// EventsDir is the folder of pending events beside the counter file at path
+// (a dot folder: node_exporter reads only *.prom files).
+func EventsDir(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".events")
+}
+
+// foldedPrefix starts the comment line that names the events the last
+// fold counted: if the folder crashed before deleting them, the next fold
+// deletes them without counting them twice. Prometheus parsers ignore it.
+const foldedPrefix = "# agentcg_folded_events "
+
+// Record adds e to the counters of the file at path: it writes e as a
+// pending event (no lock), then tries, within ctx, to take the folder's
+// lock (nil lock: dirlock.LockContext) and fold every pending event into
+// the file. When the lock is busy the event stays pending for the next run
+// to fold; that is not an error. A counter file that does not parse is
+// started anew (a counter reset, which Prometheus handles), and the error
+// says so.
 func Record(ctx context.Context, path string, lock LockFunc, e Event) error {
+	dir := EventsDir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("hook counters %s: %w", path, err)
+	}
+	name := fmt.Sprintf("%d-%d-%08x.json", time.Now().UnixNano(), os.Getpid(), rand.Uint32())
+	if err := jsonfile.Write(filepath.Join(dir, name), e); err != nil {
+		return fmt.Errorf("hook counters %s: %w", path, err)
+	}
 	if lock == nil {
 		lock = dirlock.LockContext
 	}
 	unlock, err := lock(ctx, filepath.Dir(path))
 	if err != nil {
-		return fmt.Errorf("hook counters %s: %w", path, err)
+		return nil // pending: folded by a later run
 	}
 	defer unlock()
-	c, rerr := Read(path)
+	return fold(path)
+}
+
+// fold counts the pending events into the file at path; the caller holds
+// the lock.
+func fold(path string) error {
+	c, folded, rerr := readFile(path)
 	if rerr != nil {
-		c = newCounts()
+		c, folded = newCounts(), nil
 	}
-	c.Add(e)
+	events, names, err := pending(path)
+	if err != nil {
+		return fmt.Errorf("hook counters %s: %w", path, err)
+	}
+	var counted []string
+	for i, e := range events {
+		if slices.Contains(folded, names[i]) {
+			continue // counted by a fold that stopped before deleting it
+		}
+		c.Add(e)
+		counted = append(counted, names[i])
+	}
 	var buf bytes.Buffer
 	if err := c.Write(&buf); err != nil {
 		return fmt.Errorf("hook counters %s: %w", path, err)
 	}
+	if len(counted) > 0 {
+		buf.WriteString(foldedPrefix + strings.Join(counted, " ") + "\n")
+	}
 	if err := writeAtomic(path, buf.Bytes()); err != nil {
 		return err
+	}
+	for _, n := range names {
+		os.Remove(filepath.Join(EventsDir(path), n))
 	}
 	if rerr != nil {
 		return fmt.Errorf("hook counters %s: unreadable, started anew: %w", path, rerr)
@@ -175,21 +227,76 @@ func Record(ctx context.Context, path string, lock LockFunc, e Event) error {
 	return nil
 }
 
-// Read parses the counter file at path; a missing file is all zeros.
-func Read(path string) (Counts, error) {
-	f, err := os.Open(path)
+// pending returns the events waiting beside the file at path, oldest
+// first, with their file names. A half-written or foreign file is skipped.
+func pending(path string) ([]Event, []string, error) {
+	ents, err := os.ReadDir(EventsDir(path))
 	if errors.Is(err, os.ErrNotExist) {
-		return newCounts(), nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return newCounts(), fmt.Errorf("hook counters: %w", err)
+		return nil, nil, err
 	}
-	defer f.Close()
-	c, err := Parse(f)
+	var events []Event
+	var names []string
+	for _, d := range ents {
+		n := d.Name()
+		if strings.HasPrefix(n, ".") || !strings.HasSuffix(n, ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(EventsDir(path), n))
+		if err != nil {
+			continue // folded and removed meanwhile
+		}
+		var e Event
+		if json.Unmarshal(b, &e) != nil {
+			continue
+		}
+		events, names = append(events, e), append(names, n)
+	}
+	return events, names, nil
+}
+
+// Read returns the counters of the file at path plus the events still
+// pending; a missing file is all zeros.
+func Read(path string) (Counts, error) {
+	c, folded, err := readFile(path)
 	if err != nil {
-		return c, fmt.Errorf("hook counters %s: %w", path, err)
+		return c, err
+	}
+	events, names, perr := pending(path)
+	for i, e := range events {
+		if !slices.Contains(folded, names[i]) {
+			c.Add(e)
+		}
+	}
+	if perr != nil {
+		return c, fmt.Errorf("hook counters %s: pending events: %w", path, perr)
 	}
 	return c, nil
+}
+
+// readFile parses the counter file and the names of the events its last
+// fold counted.
+func readFile(path string) (Counts, []string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return newCounts(), nil, nil
+	}
+	if err != nil {
+		return newCounts(), nil, fmt.Errorf("hook counters: %w", err)
+	}
+	var folded []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, foldedPrefix); ok {
+			folded = strings.Fields(rest)
+		}
+	}
+	c, err := Parse(bytes.NewReader(b))
+	if err != nil {
+		return c, nil, fmt.Errorf("hook counters %s: %w", path, err)
+	}
+	return c, folded, nil
 }
 
 // Parse reads counters in the text format Write produces. Families it does

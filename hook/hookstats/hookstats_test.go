@@ -3,7 +3,6 @@ package hookstats_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,21 +54,77 @@ func TestRecordConcurrent(t *testing.T) {
 	}
 }
 
-func TestRecordBoundedLock(t *testing.T) {
+// A run that cannot get the lock in time is not lost and does not wait:
+// its event stays pending, Read counts it, and the next run folds it.
+func TestRecordBusyLockKeepsTheEvent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "hook.prom")
 	unlock, err := dirlock.LockContext(context.Background(), filepath.Dir(path))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
-	err = hookstats.Record(ctx, path, nil, hookstats.Event{Stage: "poststop", Outcome: "detached"})
-	if !errors.Is(err, dirlock.ErrTimeout) {
-		t.Fatalf("err = %v, want the lock to give up", err)
+	if err := hookstats.Record(ctx, path, nil, hookstats.Event{Stage: "poststop", Outcome: "detached"}); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("file written without the lock: %v", err)
+	}
+	if c, err := hookstats.Read(path); err != nil || c.Total("poststop", "detached") != 1 {
+		t.Fatalf("pending event not read: %+v, %v", c.RunList(), err)
+	}
+	unlock()
+	if err := hookstats.Record(context.Background(), path, nil, hookstats.Event{Stage: "poststop", Outcome: "detached"}); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(hookstats.EventsDir(path)); len(ents) != 0 {
+		t.Fatalf("events left after a fold: %v", ents)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := hookstats.Parse(f) // the file alone, as node_exporter reads it
+	if err != nil || c.Total("poststop", "detached") != 2 {
+		t.Fatalf("folded file: %+v, %v", c.RunList(), err)
+	}
+}
+
+// A fold that wrote the file but died before deleting the events it
+// counted does not make the next fold count them again.
+func TestFoldCrashDoesNotDoubleCount(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hook.prom")
+	if err := hookstats.Record(context.Background(), path, nil, hookstats.Event{Stage: "createRuntime", Outcome: "attached"}); err != nil {
+		t.Fatal(err)
+	}
+	// Put back an event file the fold counted, as a crash before the
+	// delete would have left it.
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "# agentcg_folded_events "); ok {
+			name = strings.Fields(rest)[0]
+		}
+	}
+	if name == "" {
+		t.Fatalf("no folded-events line:\n%s", b)
+	}
+	if err := os.WriteFile(filepath.Join(hookstats.EventsDir(path), name), []byte(`{"stage":"createRuntime","outcome":"attached"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := hookstats.Read(path); c.Total("createRuntime", "attached") != 1 {
+		t.Fatalf("Read counts a folded event twice: %+v", c.RunList())
+	}
+	if err := hookstats.Record(context.Background(), path, nil, hookstats.Event{Stage: "poststop", Outcome: "detached"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := hookstats.Read(path)
+	if err != nil || c.Total("createRuntime", "attached") != 1 || c.Total("poststop", "detached") != 1 {
+		t.Fatalf("after the next fold: %+v, %v", c.RunList(), err)
 	}
 }
 

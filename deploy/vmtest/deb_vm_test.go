@@ -1,4 +1,4 @@
-//go:build vmtest
+//go:build vmtest || vmtest_systemd
 
 package vmtest_test
 

@@ -1,4 +1,4 @@
-//go:build vmtest
+//go:build vmtest || vmtest_systemd
 
 // Package vmtest_test holds the install acceptance tests of deploy/: agentcg
 // configure on stock containerd and Docker configs, agentcg doctor, the

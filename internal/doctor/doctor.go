@@ -444,7 +444,7 @@ func (e Env) cgroupDriver(containerdDoc []byte, docker map[string]any) Result {
 		drivers = append(drivers, "docker "+d)
 	}
 	kubelet := ""
-	if b, err := os.ReadFile(e.path("/var/lib/kubelet/config.yaml")); err == nil {
+	if b, err := os.ReadFile(e.path(e.kubeletConfig())); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "cgroupDriver:"); ok {
 				kubelet = strings.Trim(strings.TrimSpace(v), `"'`)
@@ -467,6 +467,39 @@ func (e Env) cgroupDriver(containerdDoc []byte, docker map[string]any) Result {
 	}
 	r.Status = OK
 	return r
+}
+
+// kubeletConfig is the running kubelet's --config file, else kubeadm's
+// default path.
+func (e Env) kubeletConfig() string {
+	const kubeadm = "/var/lib/kubelet/config.yaml"
+	ents, err := os.ReadDir(e.path("/proc"))
+	if err != nil {
+		return kubeadm
+	}
+	for _, d := range ents {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(e.path(filepath.Join("/proc", d.Name(), "comm")))
+		if err != nil || strings.TrimSpace(string(comm)) != "kubelet" {
+			continue
+		}
+		cmdline, err := os.ReadFile(e.path(filepath.Join("/proc", d.Name(), "cmdline")))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		for i, a := range args {
+			if v, ok := strings.CutPrefix(a, "--config="); ok {
+				return v
+			}
+			if a == "--config" && i+1 < len(args) {
+				return args[i+1]
+			}
+		}
+	}
+	return kubeadm
 }
 
 func get(m map[string]any, path []string) (any, bool) {

@@ -143,6 +143,11 @@ func TestEachCheck(t *testing.T) {
 		{name: "cgroup v1", change: func(n node) { n["/proc/self/mountinfo"] = mountsV1 }, check: "cgroup v2", status: Fail, detail: "cgroup v1 hierarchies: /sys/fs/cgroup/memory", fix: "unified"},
 		{name: "no memory controller", change: func(n node) { n["/sys/fs/cgroup/cgroup.controllers"] = "cpu io\n" }, check: "cgroup v2", status: Fail, detail: "lacks memory"},
 		{name: "driver mismatch", change: func(n node) { n["/var/lib/kubelet/config.yaml"] = "cgroupDriver: systemd\n" }, check: "cgroup driver", status: Fail, fix: "agree"},
+		{name: "driver mismatch, kubelet --config", change: func(n node) {
+			n["/proc/77/comm"] = "kubelet\n"
+			n["/proc/77/cmdline"] = "/usr/local/bin/kubelet\x00--config=/etc/kubernetes/kubelet.yaml\x00--v=1\x00"
+			n["/etc/kubernetes/kubelet.yaml"] = "kind: KubeletConfiguration\ncgroupDriver: systemd\n"
+		}, check: "cgroup driver", status: Fail, detail: "kubelet systemd", fix: "agree"},
 		{name: "stock containerd", change: func(n node) {
 			b, _ := os.ReadFile("../configure/testdata/containerd-2.1.9-default.toml")
 			n["/etc/containerd/config.toml"] = string(b)

@@ -110,6 +110,7 @@ func TestPluginUnderKubelet(t *testing.T) {
 	importImage(t, filepath.Join(vmtest.Src(t), pluginImageTar))
 	_, dsName := kubetest.Kind(dss[0])
 	pluginNS := pod["metadata"].(map[string]any)["namespace"].(string)
+	k.pluginNS = pluginNS
 	start := time.Now()
 	k.apply("plugin", pod)
 	// Ready: the chart's readiness probe (/readyz) passes once the plugin
@@ -145,6 +146,7 @@ func TestPluginUnderKubelet(t *testing.T) {
 		k.wantNoLink(sidecar)
 	})
 
+	k.savePluginLogs()
 	k.remove("plugin")
 	k.waitGone(pluginNS, dsName)
 }
@@ -212,10 +214,11 @@ func workload(name string, ann map[string]string, ctrs ...string) kubetest.Objec
 
 // kube drives the kubelet through its manifest folder and read-only API.
 type kube struct {
-	t       *testing.T
-	pinDir  string            // the plugin's policy.pin_dir
-	written map[string]bool   // manifest file names this test wrote
-	ids     map[string]uint64 // cgroup dir -> id, kept for after the cgroup is gone
+	t        *testing.T
+	pinDir   string            // the plugin's policy.pin_dir
+	pluginNS string            // namespace of the plugin's pod, for its logs
+	written  map[string]bool   // manifest file names this test wrote
+	ids      map[string]uint64 // cgroup dir -> id, kept for after the cgroup is gone
 }
 
 func newKube(t *testing.T) *kube {
@@ -232,7 +235,7 @@ func newKube(t *testing.T) *kube {
 }
 
 func (k *kube) with(t *testing.T) *kube {
-	return &kube{t: t, pinDir: k.pinDir, written: k.written, ids: k.ids}
+	return &kube{t: t, pinDir: k.pinDir, pluginNS: k.pluginNS, written: k.written, ids: k.ids}
 }
 
 // apply writes a static pod manifest (atomically: the kubelet ignores dot files).
@@ -407,7 +410,7 @@ func (k *kube) wantOps(dir, ops string) {
 	k.waitFor(fmt.Sprintf("%s link on %s", ops, dir), linkTimeout, func() error {
 		got, err := kubetest.LinkOps(k.pinOf(id))
 		if err != nil {
-			return err
+			return fmt.Errorf("%w (cgroup %s)", err, cgroupState(dir))
 		}
 		if got != ops {
 			return fmt.Errorf("pinned link carries %s", got)
@@ -437,7 +440,7 @@ func (k *kube) wantNoLink(dir string) {
 }
 
 func (k *kube) logs(id string) string {
-	ctx, cancel := context.WithTimeout(k.t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, _ := vmtest.Command(ctx, "sh", "-c", "crictl logs "+id+" 2>&1")
 	return out
@@ -452,4 +455,31 @@ func (k *kube) dumpJournal() {
 	}
 	out, _ := vmtest.Command(ctx, "crictl", "ps", "-a")
 	k.t.Logf("crictl ps -a:\n%s", out)
+	k.savePluginLogs()
+}
+
+// savePluginLogs writes the plugin containers' logs to the results folder,
+// and their tails to the test log when the test has failed.
+func (k *kube) savePluginLogs() {
+	if k.pluginNS == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ids, _ := vmtest.Command(ctx, "crictl", "ps", "-a", "-q", "--label", "io.kubernetes.pod.namespace="+k.pluginNS)
+	for _, id := range strings.Fields(ids) {
+		logs := k.logs(id)
+		os.WriteFile(filepath.Join(vmtest.ResultsDir(k.t), "plugin-"+id[:12]+".log"), []byte(logs), 0o644)
+		if k.t.Failed() {
+			k.t.Logf("plugin container %s log (last 40 lines):\n%s", id[:12], lastLines(logs, 40))
+		}
+	}
+}
+
+// cgroupState describes why a cgroup may not take a link: whether it has
+// its own memcg, and which controllers its parent hands down.
+func cgroupState(dir string) string {
+	_, err := os.Stat(filepath.Join(dir, "memory.current"))
+	sub, _ := os.ReadFile(filepath.Join(filepath.Dir(dir), "cgroup.subtree_control"))
+	return fmt.Sprintf("memory.current: %v; parent subtree_control: %q", err == nil, strings.TrimSpace(string(sub)))
 }

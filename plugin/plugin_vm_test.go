@@ -19,7 +19,10 @@ import (
 
 	"github.com/agentcg/agentcg/bpf"
 	"github.com/agentcg/agentcg/cgroup"
+	"github.com/agentcg/agentcg/enroll"
+	"github.com/agentcg/agentcg/internal/jsonfile"
 	"github.com/agentcg/agentcg/internal/vmtest"
+	"github.com/agentcg/agentcg/policy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -31,6 +34,7 @@ import (
 
 const (
 	vmNamespace = "agentcg-prod" // the allowlisted Kubernetes namespace
+	vmTenant    = "agentcg-tenant"
 	vmImage     = "docker.io/agentcg/pause:1"
 )
 
@@ -42,10 +46,14 @@ type vmEnv struct {
 	parent   string // cgroup parent, cgroupfs form
 	logPath  string
 	cfgPath  string
+	cfg      enroll.Config
 	nri      *exec.Cmd
 }
 
-func newVMEnv(t *testing.T, name string) *vmEnv {
+func newVMEnv(t *testing.T, name string) *vmEnv { return newVMEnvCfg(t, name, nil) }
+
+// newVMEnvCfg is newVMEnv with the configuration edited by edit.
+func newVMEnvCfg(t *testing.T, name string, edit func(*enroll.Config)) *vmEnv {
 	vmtest.Require(t)
 	e := &vmEnv{
 		t:        t,
@@ -55,24 +63,26 @@ func newVMEnv(t *testing.T, name string) *vmEnv {
 		parent:   "/agentcg-nri-" + name,
 	}
 	e.logPath = filepath.Join(e.dir, "agentcg-nri.log")
-	e.cfgPath = filepath.Join(e.dir, "config.yaml")
-	cfg := fmt.Sprintf(`mode: bpf
-fail_mode: open
-state_dir: %s
-high:
-  namespaces: [%s]
-policy:
-  pin_dir: %s
-`, e.stateDir, vmNamespace, e.pinDir)
-	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o644); err != nil {
+	e.cfgPath = filepath.Join(e.dir, "config.json")
+	cfg := enroll.DefaultConfig()
+	cfg.Mode, cfg.FailMode, cfg.StateDir = policy.ModeBPF, enroll.FailOpen, e.stateDir
+	cfg.High.Namespaces = []string{vmNamespace}
+	cfg.Policy.PinDir = e.pinDir
+	if edit != nil {
+		edit(&cfg)
+	}
+	e.cfg = cfg
+	if err := jsonfile.Write(e.cfgPath, cfg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		e.stopNRI()
 		// Leave no pods behind for the next test.
-		for _, id := range strings.Fields(e.crictlOK("pods", "-q", "--namespace", vmNamespace)) {
-			e.crictlOK("stopp", id)
-			e.crictlOK("rmp", "-f", id)
+		for _, ns := range []string{vmNamespace, vmTenant} {
+			for _, id := range strings.Fields(e.crictlOK("pods", "-q", "--namespace", ns)) {
+				e.crictlOK("stopp", id)
+				e.crictlOK("rmp", "-f", id)
+			}
 		}
 	})
 	return e
@@ -87,14 +97,14 @@ func (e *vmEnv) bin(name string) string {
 }
 
 // startNRI starts the plugin and waits for its first Synchronize.
-func (e *vmEnv) startNRI() {
+func (e *vmEnv) startNRI(args ...string) {
 	e.t.Helper()
 	before := strings.Count(e.log(), "msg=synchronized")
 	f, err := os.OpenFile(e.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cmd := exec.Command(e.bin("agentcg-nri"), "--config", e.cfgPath, "--idx", "50")
+	cmd := exec.Command(e.bin("agentcg-nri"), append([]string{"--config", e.cfgPath, "--idx", "50"}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -179,9 +189,12 @@ func (e *vmEnv) writeJSON(name string, v any) string {
 }
 
 // runPod starts a host-network pod in the allowlisted namespace.
-func (e *vmEnv) runPod(name string) (id, podJSON string) {
+func (e *vmEnv) runPod(name string) (id, podJSON string) { return e.runPodNS(name, vmNamespace) }
+
+// runPodNS starts a host-network pod in namespace ns.
+func (e *vmEnv) runPodNS(name, ns string) (id, podJSON string) {
 	podJSON = e.writeJSON("pod-"+name+".json", map[string]any{
-		"metadata":      map[string]any{"name": name, "namespace": vmNamespace, "uid": name + "-uid"},
+		"metadata":      map[string]any{"name": name, "namespace": ns, "uid": name + "-uid"},
 		"linux":         map[string]any{"cgroup_parent": e.parent, "security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
 		"log_directory": "/tmp/agentcg-nri-pods/" + name,
 	})
@@ -191,19 +204,37 @@ func (e *vmEnv) runPod(name string) (id, podJSON string) {
 // startCtr creates and starts a container with the priority annotation
 // ("" for none) and returns its id and cgroup directory.
 func (e *vmEnv) startCtr(pod, podJSON, name, prio string) (string, string) {
+	id, dir := e.createCtr(pod, podJSON, name, prio, vmImage)
+	e.crictl("start", id)
+	return id, dir
+}
+
+// createCtr creates (not starts) a container of image.
+func (e *vmEnv) createCtr(pod, podJSON, name, prio, image string) (string, string) {
 	ann := map[string]string{}
 	if prio != "" {
 		ann["agentcg.priority"] = prio
 	}
 	ctrJSON := e.writeJSON("ctr-"+name+".json", map[string]any{
 		"metadata":    map[string]any{"name": name},
-		"image":       map[string]any{"image": vmImage},
+		"image":       map[string]any{"image": image},
 		"annotations": ann,
 		"log_path":    name + ".log",
 	})
 	id := e.crictl("create", pod, ctrJSON, podJSON)
-	e.crictl("start", id)
 	return id, filepath.Join(cgroup.Root, e.parent, id)
+}
+
+// records lists the container records (<id>.json) in the state dir.
+func (e *vmEnv) records() []string {
+	ents, _ := os.ReadDir(e.stateDir)
+	var out []string
+	for _, d := range ents {
+		if id, ok := strings.CutSuffix(d.Name(), ".json"); ok && !strings.HasPrefix(id, ".") {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func (e *vmEnv) removeCtr(id string) {
@@ -281,7 +312,7 @@ func TestVMCRIHighPinnedThenGone(t *testing.T) {
 	e.removeCtr(id)
 	e.removeCtr(plain)
 	e.wantPins()
-	if recs, _ := os.ReadDir(e.stateDir); len(recs) > 1 { // .lock may remain
+	if recs := e.records(); len(recs) != 0 {
 		t.Fatalf("records left: %v", recs)
 	}
 }
@@ -349,14 +380,7 @@ func TestVMRestartReconciles(t *testing.T) {
 	if !strings.Contains(tail(e.log(), 5), "orphans_removed=") {
 		t.Logf("log tail:\n%s", tail(e.log(), 5))
 	}
-	ents, _ := os.ReadDir(e.stateDir)
-	n := 0
-	for _, d := range ents {
-		if strings.HasSuffix(d.Name(), ".json") {
-			n++
-		}
-	}
-	if n != 3 {
+	if n := len(e.records()); n != 3 {
 		t.Fatalf("%d container records after restart, want 3", n)
 	}
 }

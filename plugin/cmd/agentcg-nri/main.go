@@ -101,9 +101,15 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 
 	// One plugin per state dir: a pre-installed instance that reconnected
 	// externally must not run beside the one containerd starts next.
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
 	lockCtx, cancelLock := context.WithTimeout(ctx, 5*time.Second)
 	unlock, err := dirlock.LockFile(lockCtx, filepath.Join(cfg.StateDir, "agentcg-nri.lock"))
 	cancelLock()
+	if err != nil && !errors.Is(err, dirlock.ErrTimeout) {
+		return err
+	}
 	if err != nil {
 		if st, serr := plugin.ReadStatus(plugin.StatusPath(cfg.StateDir)); serr == nil {
 			return fmt.Errorf("another agentcg-nri (pid %d) serves state dir %s: %w", st.Pid, cfg.StateDir, err)
@@ -216,7 +222,7 @@ func connectLoop(ctx context.Context, o options, cfg enroll.Config, p *plugin.Pl
 			}
 		}
 		opts = append(opts,
-			stub.WithLogger(nriLogger{log.With("component", "nri")}),
+			stub.WithLogger(nriLogger{log.With("source", "nri-stub")}),
 			stub.WithOnClose(p.Disconnected),
 			// Runtimes with failure-policy support (NRI >= 0.12.5) keep us
 			// registered after a slow request and, under fail_mode closed,
@@ -244,7 +250,7 @@ func connectLoop(ctx context.Context, o options, cfg enroll.Config, p *plugin.Pl
 		if time.Since(began) > time.Minute {
 			backoff = time.Second
 		}
-		log.Warn("NRI connection lost or refused; reconnecting", "in", backoff, "attempt", attempt+1, "err", err)
+		log.Warn("NRI connection lost or refused; reconnecting", "in", backoff.String(), "attempt", attempt+1, "err", err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

@@ -27,7 +27,7 @@ const (
 
 // preinstalled reports whether containerd started us from its plugin
 // folder: it hands over a connected socket, and no stdout or stderr.
-func preinstalled() bool { return os.Getenv(api.PluginSocketEnvVar) != "" }
+func preinstalled() bool { return os.Getenv(api.PluginSocketEnvVar) != "" } // see plugin.Run
 
 // newLogger builds the logger for --log-format and --log-output. auto
 // means stderr, except when pre-installed (containerd discards a

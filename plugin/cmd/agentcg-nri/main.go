@@ -24,7 +24,6 @@ import (
 	"github.com/agentcg/agentcg/policy"
 	"github.com/agentcg/agentcg/policy/mode"
 	"github.com/containerd/nri/pkg/api"
-	"github.com/containerd/nri/pkg/stub"
 	"github.com/spf13/cobra"
 )
 
@@ -154,7 +153,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 
 	log.Info("starting", "version", version.Version, "mode", string(pol.Mode()), "cgroup_root", cfg.CgroupRoot, "state_dir", cfg.StateDir,
 		"annotation", cfg.AnnotationKey, "fail_mode", string(cfg.FailMode), "preinstalled", preinstalled())
-	err = connectLoop(ctx, o, cfg, p, log)
+	err = p.Run(ctx, plugin.RunOptions{Name: o.name, Idx: o.idx, Socket: o.socket, StubLogger: nriLogger{log.With("source", "nri-stub")}})
 
 	// Let queued detaches finish (bounded) so a clean stop leaves no pins.
 	drain, cancelDrain := context.WithTimeout(context.Background(), 10*time.Second)
@@ -197,76 +196,6 @@ func openPolicy(ctx context.Context, cfg enroll.Config, log *slog.Logger) (polic
 		why = errors.New("the kernel lacks memcg_bpf_ops (BTF probe)")
 	}
 	return pol, why, nil
-}
-
-// connectLoop registers with the runtime and, whenever the connection is
-// lost, registers again with a capped backoff, until ctx ends.
-func connectLoop(ctx context.Context, o options, cfg enroll.Config, p *plugin.Plugin, log *slog.Logger) error {
-	closed := cfg.FailMode == enroll.FailClosed
-	backoff := time.Second
-	for attempt := 0; ; attempt++ {
-		var opts []stub.Option
-		if !preinstalled() {
-			// External daemon: name ourselves. Pre-installed plugins take
-			// name and index from NN-name and get a connected socket.
-			name, idx := o.name, o.idx
-			if n := os.Getenv(api.PluginNameEnvVar); n != "" {
-				name = n // a pre-installed instance reconnecting externally
-			}
-			if i := os.Getenv(api.PluginIdxEnvVar); i != "" {
-				idx = i
-			}
-			opts = append(opts, stub.WithPluginName(name), stub.WithPluginIdx(idx))
-			if o.socket != "" {
-				opts = append(opts, stub.WithSocketPath(o.socket))
-			}
-		}
-		opts = append(opts,
-			stub.WithLogger(nriLogger{log.With("source", "nri-stub")}),
-			stub.WithOnClose(p.Disconnected),
-			// Runtimes with failure-policy support (NRI >= 0.12.5) keep us
-			// registered after a slow request and, under fail_mode closed,
-			// fail the request rather than proceed without us. Older
-			// runtimes (containerd 2.1: NRI 0.8) ignore this.
-			stub.WithFailurePolicy(&api.FailurePolicy{FailRequest: closed, KeepConnected: true}),
-		)
-		s, err := stub.New(p, opts...)
-		if err != nil {
-			return fmt.Errorf("nri stub: %w", err)
-		}
-		began := time.Now()
-		err = s.Run(ctx)
-		p.Disconnected()
-		if ctx.Err() != nil {
-			return nil
-		}
-		if preinstalled() {
-			// containerd 2.1 starts pre-installed plugins only when it
-			// starts itself; the inherited socket is dead now, so come
-			// back through the NRI socket like an external plugin.
-			os.Unsetenv(api.PluginSocketEnvVar)
-			log.Warn("pre-installed connection lost; reconnecting through the NRI socket as an external plugin", "socket", socketOr(o.socket))
-		}
-		if time.Since(began) > time.Minute {
-			backoff = time.Second
-		}
-		log.Warn("NRI connection lost or refused; reconnecting", "in", backoff.String(), "attempt", attempt+1, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 30*time.Second)
-	}
-}
-
-func socketOr(s string) string {
-	if s == "" {
-		return api.DefaultSocketPath
-	}
-	return s
 }
 
 // blockWhileExists is the --fault-block-attach test hook: an attach waits

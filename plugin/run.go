@@ -1,0 +1,109 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/agentcg/agentcg/enroll"
+	"github.com/containerd/nri/pkg/api"
+	nrilog "github.com/containerd/nri/pkg/log"
+	"github.com/containerd/nri/pkg/stub"
+)
+
+// RunOptions say how Run reaches the runtime.
+type RunOptions struct {
+	// Name and Idx identify an external plugin ("agentcg", "50"). A
+	// pre-installed instance takes them from NRI_PLUGIN_NAME/IDX.
+	Name, Idx string
+	// Socket is the NRI socket ("" = api.DefaultSocketPath).
+	Socket string
+	// StubLogger receives the NRI stub's own log lines (nil: NRI's default).
+	StubLogger nrilog.Logger
+	// Dialer replaces the socket dialer (tests use it to cut the
+	// connection the way a runtime restart does).
+	Dialer func(string) (net.Conn, error)
+	// MinBackoff and MaxBackoff bound the wait between reconnection
+	// attempts (defaults 1 s and 30 s).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// preinstalled reports whether the runtime started us from its plugin
+// folder and handed over a connected socket.
+func preinstalled() bool { return os.Getenv(api.PluginSocketEnvVar) != "" }
+
+// Run registers the plugin with the runtime and, whenever the connection
+// is lost (the runtime dropped the plugin, or restarted), registers again
+// with a capped backoff, until ctx ends. A pre-installed instance, whose
+// inherited socket is dead once lost (containerd 2.1 starts pre-installed
+// plugins only when it starts itself), comes back through the NRI socket
+// as an external plugin.
+func (p *Plugin) Run(ctx context.Context, o RunOptions) error {
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(30*time.Second, o.MinBackoff)
+	}
+	socket := o.Socket
+	if socket == "" {
+		socket = api.DefaultSocketPath
+	}
+	closed := p.e.Config().FailMode == enroll.FailClosed
+	backoff := o.MinBackoff
+	for attempt := 1; ; attempt++ {
+		var opts []stub.Option
+		if !preinstalled() {
+			name, idx := o.Name, o.Idx
+			if n := os.Getenv(api.PluginNameEnvVar); n != "" {
+				name = n // a pre-installed instance reconnecting externally
+			}
+			if i := os.Getenv(api.PluginIdxEnvVar); i != "" {
+				idx = i
+			}
+			opts = append(opts, stub.WithPluginName(name), stub.WithPluginIdx(idx), stub.WithSocketPath(socket))
+		}
+		if o.Dialer != nil {
+			opts = append(opts, stub.WithDialer(o.Dialer))
+		}
+		if o.StubLogger != nil {
+			opts = append(opts, stub.WithLogger(o.StubLogger))
+		}
+		opts = append(opts,
+			stub.WithOnClose(p.Disconnected),
+			// Runtimes with failure-policy support (NRI >= 0.12.5) keep us
+			// registered after a slow request and, under fail_mode closed,
+			// fail the request rather than proceed without us. Older
+			// runtimes (containerd 2.1: NRI 0.8) ignore this.
+			stub.WithFailurePolicy(&api.FailurePolicy{FailRequest: closed, KeepConnected: true}),
+		)
+		s, err := stub.New(p, opts...)
+		if err != nil {
+			return fmt.Errorf("nri stub: %w", err)
+		}
+		began := time.Now()
+		err = s.Run(ctx)
+		p.Disconnected()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if preinstalled() {
+			os.Unsetenv(api.PluginSocketEnvVar)
+			p.log.Warn("pre-installed connection lost; reconnecting through the NRI socket as an external plugin", "socket", socket)
+		}
+		if time.Since(began) > time.Minute {
+			backoff = o.MinBackoff
+		}
+		p.log.Warn("NRI connection lost or refused; reconnecting", "in", backoff.String(), "attempt", attempt, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, o.MaxBackoff)
+	}
+}

@@ -234,6 +234,10 @@ func TestVMCorruptRecord(t *testing.T) {
 	// 2. Corrupt while it runs, then remove all three: the other two
 	// detach, the corrupt one is moved aside.
 	corrupt(ids[1])
+	corruptID, err := cgroup.ID(dirs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, id := range ids {
 		e.removeCtr(id)
 	}
@@ -241,7 +245,7 @@ func TestVMCorruptRecord(t *testing.T) {
 		_, err := os.Stat(filepath.Join(e.stateDir, ".corrupt-"+ids[1]+".json"))
 		return err == nil
 	})
-	e.wantPins(dirs[1]) // its link outlives the cgroup until the next sweep
+	e.wantPinIDs(corruptID) // its link outlives the cgroup until the next sweep
 	e.stopNRI()
 	e.startNRI() // Synchronize: the orphan sweep removes it
 	e.wantPins()

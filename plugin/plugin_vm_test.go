@@ -264,12 +264,23 @@ func (e *vmEnv) pins() map[uint64]string {
 // that outlived the NRI request budget lands a little later).
 func (e *vmEnv) wantPins(dirs ...string) {
 	e.t.Helper()
-	want := map[uint64]bool{}
+	var ids []uint64
 	for _, d := range dirs {
 		id, err := cgroup.ID(d)
 		if err != nil {
 			e.t.Fatal(err)
 		}
+		ids = append(ids, id)
+	}
+	e.wantPinIDs(ids...)
+}
+
+// wantPinIDs is wantPins by cgroup id (for cgroups already removed).
+func (e *vmEnv) wantPinIDs(ids ...uint64) {
+	e.t.Helper()
+	dirs := ids
+	want := map[uint64]bool{}
+	for _, id := range ids {
 		want[id] = true
 	}
 	check := func() error {

@@ -117,7 +117,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	defer unlock()
 
-	pol, probeErr, err := openPolicy(ctx, cfg, log)
+	pol, probeErr, err := openPolicy(ctx, cfg, log, mode.Open)
 	if err != nil {
 		return err
 	}
@@ -168,9 +168,9 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 // openPolicy loads the policy once (the request path only attaches). With
 // mode auto, any BPF failure, at open or at the eager load, falls back to
 // the native policy and the reason is returned for AnnounceMode.
-func openPolicy(ctx context.Context, cfg enroll.Config, log *slog.Logger) (policy.Policy, error, error) {
+func openPolicy(ctx context.Context, cfg enroll.Config, log *slog.Logger, open func(context.Context, mode.Options) (policy.Policy, error)) (policy.Policy, error, error) {
 	plog := log.With("component", "policy")
-	pol, err := mode.Open(ctx, mode.Options{Mode: cfg.Mode, Config: cfg.Policy, Logger: plog})
+	pol, err := open(ctx, mode.Options{Mode: cfg.Mode, Config: cfg.Policy, Logger: plog})
 	var why error
 	if err == nil {
 		// The BPF policy loads its objects lazily; load them now so the
@@ -187,7 +187,7 @@ func openPolicy(ctx context.Context, cfg enroll.Config, log *slog.Logger) (polic
 			return nil, nil, fmt.Errorf("open policy (mode %s): %w", cfg.Mode, err)
 		}
 		why = err
-		pol, err = mode.Open(ctx, mode.Options{Mode: policy.ModeNative, Config: cfg.Policy, Logger: plog})
+		pol, err = open(ctx, mode.Options{Mode: policy.ModeNative, Config: cfg.Policy, Logger: plog})
 		if err != nil {
 			return nil, nil, fmt.Errorf("open the native fallback after the BPF policy failed (%v): %w", why, err)
 		}

@@ -12,8 +12,8 @@
 #
 #   build-rootfs.sh [--profile default|systemd]   (default: $AGENTCG_VM_PROFILE or default)
 #
-# The systemd profile (rootfs-systemd-<key>.img) adds packages-systemd.txt,
-# the kubelet (build-kubelet.sh), guest/systemd/ (units, kubelet config, the
+# The systemd profile (rootfs-systemd-<key>.img), from the same debootstrap
+# tree, adds the kubelet (build-kubelet.sh), guest/systemd/ (units, kubelet config, the
 # harness runner) and containerd with SystemdCgroup = true; it boots systemd
 # as PID 1 into agentcg.target.
 set -euo pipefail
@@ -35,13 +35,11 @@ while [ $# -gt 0 ]; do
 	*) die "usage: build-rootfs.sh [--profile default|systemd]" ;;
 	esac
 done
-pkglists=(packages.txt)
 extra=()   # profile files that go into the key
 prefix=    # image name: rootfs-<prefix><key>.img
 case $profile in
 default) ;;
 systemd)
-	pkglists+=(packages-systemd.txt)
 	mapfile -t extra < <(cd "$here" && echo build-kubelet.sh && ls -d guest/systemd/*)
 	prefix=systemd-
 	kubelet=$("$here/build-kubelet.sh") || die "kubelet build failed"
@@ -49,12 +47,12 @@ systemd)
 *) die "unknown profile $profile (default, systemd)" ;;
 esac
 
-packages=$(cd "$here" && cat "${pkglists[@]}" | grep -v '^#' | grep . | paste -sd, -)
+packages=$(grep -v '^#' "$here/packages.txt" | grep . | paste -sd, -)
 basekey=$(printf '%s\n' "$suite" "$mirror" "$packages" | sha256sum | cut -c1-16)
 key=$( {
 	printf '%s\n' "$basekey" "$crictl_version" "$profile"
 	if [ "$profile" = systemd ]; then basename "$kubelet"; fi
-	cd "$here" && cat build-rootfs.sh "${pkglists[@]}" guest/vminit guest/config.toml guest/daemon.json guest/crictl.yaml guest/10-agentcg.conflist pause/main.go pauseimage/main.go ../../replayimage/image/image.go ../../replayimage/image/specs.go "${extra[@]}"
+	cd "$here" && cat build-rootfs.sh packages.txt guest/vminit guest/config.toml guest/daemon.json guest/crictl.yaml guest/10-agentcg.conflist pause/main.go pauseimage/main.go ../../replayimage/image/image.go ../../replayimage/image/specs.go "${extra[@]}"
 } | sha256sum | cut -c1-16)
 img=$cache/rootfs-$prefix$key.img
 

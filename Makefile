@@ -32,7 +32,7 @@ test:
 	$(GO) vet ./...
 	$(GO) test ./...
 
-check: test manifests-check vmtest
+check: test manifests-check vmtest vmtest-kube
 
 deps:
 	scripts/deps.sh
@@ -45,7 +45,7 @@ vmtest: deps build image deb
 # The plugin runs from the chart rendered here with the test's allowlist
 # (internal/kubetest reads build/kubetest/agentcg.yaml) and the image from
 # `make images`.
-vmtest-kube: deps build image images
+vmtest-kube: deps build image images deb
 	@mkdir -p build/kubetest
 	$(RENDER) --set 'config.high.namespaces={agents-prod}' --set config.mode=bpf --out ../../build/kubetest/agentcg.yaml
 	scripts/vm/vmtest.sh --profile systemd

@@ -6,11 +6,12 @@
 #
 #   scripts/experiment.sh [--vm|--host] [agentcg experiment run flags...]
 #
-# VM mode defaults (TCG first-touch is ~250 MB/s, so the scenario is scaled
-# down until the solo replay keeps up; the report checks and states it):
-#   --mem-scale ${AGENTCG_EXP_MEM_SCALE:-0.05} (HIGH's 4.06 GB spike ramps in ~1 s at speed 10:
-#   ~200 MB/s scaled, under TCG's ~250 MB/s), VM memory ${AGENTCG_EXP_VM_MEM:-3072} MB,
-#   guest timeout ${AGENTCG_EXP_TIMEOUT:-14400} s. Flags given here win.
+# VM mode: the experiment calibrates its memory scale from the guest's
+# first-touch rate (give --mem-scale, or AGENTCG_EXP_MEM_SCALE, to fix it),
+# prints progress lines with ETAs on this terminal, and records this host's
+# load average (TCG timing depends on it). VM memory
+# ${AGENTCG_EXP_VM_MEM:-3072} MB, guest timeout ${AGENTCG_EXP_TIMEOUT:-14400} s.
+# Flags given here win.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/.." && pwd)
@@ -49,7 +50,33 @@ fi
 log "running in the VM (results come back under results/)"
 [ -f build/agentcg-replay.tar ] || { log "build/agentcg-replay.tar missing: run make image"; exit 2; }
 args=("$@")
-has_flag --mem-scale "$@" || args+=(--mem-scale "${AGENTCG_EXP_MEM_SCALE:-0.05}")
+if ! has_flag --mem-scale "$@" && [ -n "${AGENTCG_EXP_MEM_SCALE:-}" ]; then
+	args+=(--mem-scale "$AGENTCG_EXP_MEM_SCALE")
+fi
+has_flag --progress "$@" || has_flag --quiet "$@" || args+=(--progress lines)
+# The guest sees the checkout at /agentcg: a --trace-dir inside it is
+# mapped there; one outside it is shared read-only as its own folder.
+trace_dir=/agentcg/replayimage/traces
+for ((i = 0; i < ${#args[@]}; i++)); do
+	case ${args[i]} in
+	--trace-dir) trace_dir=${args[i + 1]}; unset 'args[i]' 'args[i+1]'; i=$((i + 1)) ;;
+	--trace-dir=*) trace_dir=${args[i]#--trace-dir=}; unset 'args[i]' ;;
+	esac
+done
+args=("${args[@]}")
+if [ "$trace_dir" != /agentcg/replayimage/traces ]; then
+	abs=$(cd "$trace_dir" && pwd) || { log "--trace-dir $trace_dir: no such folder"; exit 2; }
+	case $abs in
+	"$src"/*) trace_dir=/agentcg/${abs#"$src"/} ;;
+	*)
+		# Outside the checkout: copy it into build/ (shared with the guest).
+		rm -rf build/trace-dir && mkdir -p build && cp -r "$abs" build/trace-dir
+		trace_dir=/agentcg/build/trace-dir
+		;;
+	esac
+fi
 mkdir -p results
+export AGENTCG_HOST_LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
+log "host load average $AGENTCG_HOST_LOADAVG (TCG timing depends on it)"
 exec scripts/vm/run.sh --mem "${AGENTCG_EXP_VM_MEM:-3072}" --cpus 2 --timeout "${AGENTCG_EXP_TIMEOUT:-14400}" --results results -- \
-	/agentcg/bin/agentcg experiment run --out /results --trace-dir /agentcg/replayimage/traces --quiet "${args[@]}"
+	/agentcg/bin/agentcg experiment run --out /results --trace-dir "$trace_dir" "${args[@]}"

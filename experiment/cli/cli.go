@@ -5,6 +5,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,7 +14,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -24,27 +24,30 @@ import (
 	"github.com/agentcg/agentcg/bpf"
 	"github.com/agentcg/agentcg/cgroup"
 	"github.com/agentcg/agentcg/experiment/config"
+	"github.com/agentcg/agentcg/experiment/contention"
 	"github.com/agentcg/agentcg/experiment/report"
 	"github.com/agentcg/agentcg/experiment/results"
 	"github.com/agentcg/agentcg/experiment/run"
 	crt "github.com/agentcg/agentcg/experiment/runtime"
 	"github.com/agentcg/agentcg/internal/version"
+	"github.com/agentcg/agentcg/replayimage/trace"
 )
 
-// Command returns `experiment` with its run and report subcommands.
+// Command returns `experiment` with its plan, run, report, check and
+// compare subcommands.
 func Command() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "experiment",
-		Short: "Run the priority experiment (arms × runs) and build its report",
+		Short: "Design (plan), run and report the priority experiment",
 	}
-	c.AddCommand(runCommand(), reportCommand(), checkCommand())
+	c.AddCommand(planCommand(), runCommand(), reportCommand(), checkCommand(), compareCommand(), costsCommand())
 	return c
 }
 
 func reportCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "report DIR",
-		Short: "Regenerate summary.csv, stats.csv, timeseries.csv, figures and report.md from DIR's raw files",
+		Short: "Regenerate every CSV, figure and report.md from DIR's raw files",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := report.Generate(args[0]); err != nil {
@@ -56,96 +59,307 @@ func reportCommand() *cobra.Command {
 	}
 }
 
+func compareCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "compare A B",
+		Short: "Set two result folders side by side (e.g. TCG against KVM, or two kernels): setup and headline tables",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := report.Compare(args[0], args[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), s)
+			return nil
+		},
+	}
+}
+
+func costsCommand() *cobra.Command {
+	var (
+		bytes   int64
+		share   float64
+		scratch string
+		asJSON  bool
+	)
+	c := &cobra.Command{
+		Use:   "costs",
+		Short: "Measure what each reclaim regime costs per GB on this machine (root; sets up and removes a zram device)",
+		Long: "Fills --bytes of replay page content in a cgroup: with no limit, then under a memory.max of half\n" +
+			"the size (half is swapped to zram, or evicted from the page cache), and reads it all back once.\n" +
+			"In the VM: scripts/vm/run.sh -- /agentcg/bin/agentcg experiment costs",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			self, _ := os.Executable()
+			cs, err := run.MeasureCosts(cmd.Context(), filepath.Join(filepath.Dir(self), "agentcg-replay"), run.Tree{Root: cgroup.Root, Parent: "agentcg-exp"},
+				&run.Zram{}, scratch, bytes, share)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(cs)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "load average %s\n%s", loadAvg(), run.CostsText(cs))
+			return nil
+		},
+	}
+	def, _ := config.Profile("default")
+	c.Flags().Int64Var(&bytes, "bytes", 256_000_000, "bytes per measurement")
+	c.Flags().Float64Var(&share, "random-share", def.RandomShare, "random share of each page's content")
+	c.Flags().StringVar(&scratch, "scratch-dir", def.ScratchDir, "disk-backed folder for the file regime's file (\"\" skips it)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
 func checkCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "check DIR",
-		Short: "Verify a finished results folder: files, CSV schemas, and a finished run for every configured arm (for CI)",
+		Short: "Verify a finished results folder: files, CSV schemas, a finished run for every configured point (for CI)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := resumeConfig(args[0])
 			if err != nil {
 				return err
 			}
-			arms := slices.Clone(cfg.Arms)
-			if cfg.Solo {
-				arms = append(arms, results.ArmSolo)
+			var labels []string
+			for _, p := range cfg.Points() {
+				labels = append(labels, p.Label)
 			}
-			if err := report.Check(args[0], arms); err != nil {
+			if err := report.Check(args[0], labels); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s)\n", args[0], strings.Join(arms, ", "))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s)\n", args[0], strings.Join(labels, ", "))
 			return nil
 		},
 	}
 }
 
+// cfgFlags are the flags plan and run share.
+type cfgFlags struct {
+	config, profile, runtime, traceDir string
+	memScale, speed                    float64
+	runs                               int
+	seed                               uint64
+}
+
+func (f *cfgFlags) register(c *cobra.Command) {
+	fl := c.Flags()
+	fl.StringVar(&f.config, "config", "", "experiment config file (YAML or JSON) applied over the profile")
+	fl.StringVar(&f.profile, "profile", "default", "profile: "+strings.Join(config.Profiles, ", "))
+	fl.Float64Var(&f.memScale, "mem-scale", 0, "scale trace memory and every limit by this factor (replaces a mem_scale sweep; default: the config's, 0 calibrates)")
+	fl.Float64Var(&f.speed, "speed", 0, "replay speed-up of the traces")
+	fl.IntVar(&f.runs, "runs", 0, "blocks: repetitions of every point")
+	fl.Uint64Var(&f.seed, "seed", 0, "seed of the arm order and the LOW offsets per block")
+	fl.StringVar(&f.runtime, "runtime", "", "container runtime: docker or containerd")
+	fl.StringVar(&f.traceDir, "trace-dir", "", "folder of trace folders, mounted read-only into the session containers (no image rebuild); default from the config")
+}
+
+// load reads the config and applies the flags that were given.
+func (f *cfgFlags) load(cmd *cobra.Command) (config.Config, error) {
+	cfg, err := config.Load(f.config, f.profile)
+	if err != nil {
+		return cfg, err
+	}
+	fs := cmd.Flags()
+	if fs.Changed("mem-scale") {
+		cfg.MemScale, cfg.Sweep.MemScale = f.memScale, nil
+	}
+	if fs.Changed("speed") {
+		cfg.Speed = f.speed
+	}
+	if fs.Changed("runs") {
+		cfg.Runs = f.runs
+	}
+	if fs.Changed("seed") {
+		cfg.Seed = f.seed
+	}
+	if fs.Changed("runtime") {
+		cfg.Runtime = f.runtime
+	}
+	if f.traceDir != "" {
+		cfg.TraceDir = f.traceDir
+	}
+	return cfg, cfg.Validate()
+}
+
+// decideLimit fills parent_limit_bytes 0 from the plan at scale.
+func decideLimit(cfg *config.Config, traces map[string]*trace.Trace, scale float64) (string, error) {
+	if cfg.ParentLimitBytes != 0 {
+		return "", nil
+	}
+	l, r, err := contention.ChooseLimit(*cfg, traces, scale)
+	if err != nil {
+		return "", err
+	}
+	cfg.ParentLimitBytes = l
+	if r[0] == r[1] {
+		return fmt.Sprintf("parent limit %s unscaled: no limit meets the floor (allowed weak), so 2%% above the least that fits HIGH (%s)", contention.MB(l), contention.MB(r[0])), nil
+	}
+	return fmt.Sprintf("parent limit chosen from the plan: %s unscaled, the middle of %s–%s", contention.MB(l), contention.MB(r[0]), contention.MB(r[1])), nil
+}
+
+func planCommand() *cobra.Command {
+	var (
+		f      cfgFlags
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "plan",
+		Short: "Print the designed contention without running anything: demand over time, limit and gate lines, what LOW must give up and for how long, per block; and the time budget",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.load(cmd)
+			if err != nil {
+				return err
+			}
+			traces, err := contention.LoadTraces(cfg.TraceDir, cfg.Sessions)
+			if err != nil {
+				return err
+			}
+			scale, note := cfg.MemScale, "from the config"
+			if cmd.Flags().Changed("mem-scale") {
+				note = "from --mem-scale"
+			}
+			if scale == 0 {
+				scale, note = 1, "mem_scale 0: calibrated at run time; shown at 1, pass --mem-scale to see another"
+			}
+			lnote, err := decideLimit(&cfg, traces, scale)
+			if err != nil {
+				return err
+			}
+			if lnote != "" {
+				note += "; " + lnote
+			}
+			p, err := contention.Compute(cfg, traces, scale, note, contention.DefaultEstimate)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(p)
+			}
+			fmt.Fprint(cmd.OutOrStdout(), p.Text())
+			return nil
+		},
+	}
+	f.register(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print the plan as one JSON object")
+	return c
+}
+
 type runFlags struct {
-	config, profile, runtime, resume, out, plugin, traceDir, outRoot, hookConfig string
-	memScale, speed                                                              float64
-	runs                                                                         int
-	quiet                                                                        bool
+	cfgFlags
+	resume, out, plugin, outRoot, hookConfig, progress string
+	quiet, allowWeak                                   bool
 }
 
 func runCommand() *cobra.Command {
 	var f runFlags
 	c := &cobra.Command{
 		Use:   "run",
-		Short: "Run an experiment (needs root, cgroup v2 with the memory controller, docker or containerd; BPF arm: memcg_bpf_ops)",
+		Short: "Run an experiment (needs root, cgroup v2 with the memory controller, docker or containerd; BPF arms: memcg_bpf_ops)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return doRun(cmd, f)
 		},
 	}
+	f.register(c)
 	fl := c.Flags()
-	fl.StringVar(&f.config, "config", "", "experiment config file (YAML or JSON) applied over the profile")
-	fl.StringVar(&f.profile, "profile", "default", "profile: default (design scenario) or smoke (1 small run per arm)")
-	fl.Float64Var(&f.memScale, "mem-scale", 0, "scale trace memory and every limit by this factor (replaces a mem_scale sweep)")
-	fl.Float64Var(&f.speed, "speed", 0, "replay speed-up of the traces")
-	fl.IntVar(&f.runs, "runs", 0, "runs per arm and sweep point")
-	fl.StringVar(&f.runtime, "runtime", "", "container runtime: docker or containerd")
 	fl.StringVar(&f.resume, "resume", "", "continue the experiment in this results folder (its config.json wins)")
 	fl.StringVar(&f.out, "out", "results", "folder that receives results/<id>/")
-	fl.StringVar(&f.plugin, "plugin", "", "agentcg-nri binary for the containerd BPF arm (default: beside this binary)")
-	fl.StringVar(&f.traceDir, "trace-dir", "", "host copy of the traces, for tool-call markers (default from config)")
+	fl.StringVar(&f.plugin, "plugin", "", "agentcg-nri binary for the containerd BPF arms (default: beside this binary)")
 	fl.StringVar(&f.outRoot, "out-root", "/run/agentcg-experiment", "scratch folder bind-mounted into the containers for result files")
 	fl.StringVar(&f.hookConfig, "hook-config", "", "agentcg config the docker hook reads (default /etc/agentcg/config.yaml; restored afterwards)")
-	fl.BoolVar(&f.quiet, "quiet", false, "no progress bar")
+	fl.StringVar(&f.progress, "progress", "auto", "progress report: auto (bar on a terminal, else lines), bar, lines or none")
+	fl.BoolVar(&f.quiet, "quiet", false, "no progress report (same as --progress none)")
+	fl.BoolVar(&f.allowWeak, "allow-weak", false, "run a config whose planned contention is below the floor (min_give_up_frac, min_give_up_s)")
 	return c
 }
 
 func doRun(cmd *cobra.Command, f runFlags) error {
-	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	stderr := cmd.ErrOrStderr()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	self, _ := os.Executable()
+	bindir := filepath.Dir(self)
+	tree := func(c config.Config) run.Tree { return run.Tree{Root: cgroup.Root, Parent: c.CgroupParent} }
+
 	var cfg config.Config
+	var env results.Env
 	dir := f.resume
 	if dir != "" {
 		var err error
 		if cfg, err = resumeConfig(dir); err != nil {
 			return err
 		}
-	} else {
-		var err error
-		if cfg, err = config.Load(f.config, f.profile); err != nil {
-			return err
-		}
-		fs := cmd.Flags()
-		if fs.Changed("mem-scale") {
-			cfg.MemScale, cfg.Sweep.MemScale = f.memScale, nil
-		}
-		if fs.Changed("speed") {
-			cfg.Speed = f.speed
-		}
-		if fs.Changed("runs") {
-			cfg.Runs = f.runs
-		}
-		if fs.Changed("runtime") {
-			cfg.Runtime = f.runtime
+		if err := results.ReadJSON(filepath.Join(dir, "env.json"), &env); err != nil {
+			return fmt.Errorf("resume %s: %w", dir, err)
 		}
 		if f.traceDir != "" {
 			cfg.TraceDir = f.traceDir
 		}
-		if err := cfg.Validate(); err != nil {
+	} else {
+		var err error
+		if cfg, err = f.load(cmd); err != nil {
 			return err
 		}
+		if f.allowWeak {
+			cfg.AllowWeak = true
+		}
+	}
+	traces, err := contention.LoadTraces(cfg.TraceDir, cfg.Sessions)
+	if err != nil {
+		return err
+	}
+	note := "as configured"
+	if dir == "" {
+		env = collectEnv(cfg)
+		if cfg.MemScale == 0 {
+			limit := cfg.ParentLimitBytes
+			if limit == 0 {
+				limit = traces[cfg.High().Trace].Peak() * 11 / 10
+			}
+			cal, err := run.Calibrate(ctx, cfg, filepath.Join(bindir, "agentcg-replay"), tree(cfg), traces[cfg.High().Trace], limit)
+			if err != nil {
+				return fmt.Errorf("calibrate the memory scale: %w (or give --mem-scale)", err)
+			}
+			cfg.MemScale, env.Calibration = cal.Scale, &cal
+			note = "calibrated: " + cal.Note
+			fmt.Fprintf(stderr, "calibration: %s\n", cal.Note)
+		}
+		lnote, err := decideLimit(&cfg, traces, cfg.MemScale)
+		if err != nil {
+			return err
+		}
+		if lnote != "" {
+			note += "; " + lnote
+			if env.Calibration != nil {
+				env.Calibration.ParentLimitAuto = true
+			}
+		}
+	}
+	plan, err := contention.Compute(cfg, traces, cfg.MemScale, note, contention.DefaultEstimate)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stderr, plan.Text())
+	if (plan.Weak || !plan.Feasible) && !cfg.AllowWeak {
+		return fmt.Errorf("refusing to run: %s (see the plan above; --allow-weak runs it anyway)", strings.Join(plan.Problems, "; "))
+	}
+	if dir == "" {
 		dir = filepath.Join(f.out, time.Now().UTC().Format("20060102-150405")+"-"+cfg.Profile)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
@@ -153,52 +367,76 @@ func doRun(cmd *cobra.Command, f runFlags) error {
 		if err := results.WriteJSON(filepath.Join(dir, "config.json"), cfg); err != nil {
 			return err
 		}
+		if err := results.WriteJSON(filepath.Join(dir, "plan.json"), plan); err != nil {
+			return err
+		}
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "results: %s\n", dir)
+	fmt.Fprintf(stderr, "results: %s\n", dir)
 
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	rt, err := crt.New(ctx, cfg.Runtime)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
-
-	env := collectEnv(ctx, cfg, rt)
+	env.Runtime = rt.Name()
+	env.RuntimeVersions, _ = rt.Versions(ctx)
 	var enf run.Enforcer
-	if slices.Contains(cfg.Arms, config.ArmBPF) {
+	for _, p := range cfg.Points() {
+		if !config.IsBPF(p.Arm) || enf != nil {
+			continue
+		}
 		plugin := f.plugin
 		if plugin == "" {
-			self, _ := os.Executable()
-			plugin = filepath.Join(filepath.Dir(self), "agentcg-nri")
+			plugin = filepath.Join(bindir, "agentcg-nri")
 		}
 		e, err := run.NewBPFEnforcer(run.BPFEnforcer{Runtime: cfg.Runtime, PluginPath: plugin, ConfigPath: f.hookConfig, Base: cfg.Policy, Log: log})
 		if err != nil {
-			return fmt.Errorf("the BPF arm needs the policy: %w (drop BPF from arms to run without it)", err)
+			return fmt.Errorf("the BPF arms need the policy: %w (drop BPF and BPFSeed from the arms to run without it)", err)
 		}
 		defer e.Close()
 		enf = e
 		env.PolicyMode = "bpf"
 	}
-	if _, err := os.Stat(filepath.Join(dir, "env.json")); err != nil {
-		if err := results.WriteJSON(filepath.Join(dir, "env.json"), env); err != nil {
-			return err
+	o := &run.Orchestrator{Cfg: cfg, Dir: dir, Runtime: rt, Enforcer: enf, Log: log, Tree: tree(cfg), OutRoot: f.outRoot,
+		Estimate: contention.DefaultEstimate}
+	if cfg.Swap.Device == "zram" {
+		o.Zram = &run.Zram{}
+	}
+	mode := f.progress
+	if f.quiet {
+		mode = "none"
+	}
+	if mode == "auto" {
+		mode = "lines"
+		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			mode = "bar"
 		}
 	}
-	o := &run.Orchestrator{Cfg: cfg, Dir: dir, Runtime: rt, Enforcer: enf, Log: log,
-		Tree: run.Tree{Root: cgroup.Root, Parent: cfg.CgroupParent}, OutRoot: f.outRoot}
-	if !f.quiet {
-		o.Progress = cmd.ErrOrStderr()
+	switch mode {
+	case "bar", "lines":
+		o.Progress = &run.Progress{W: stderr, Mode: mode}
+	case "none":
+	default:
+		return fmt.Errorf("--progress %q: allowed values are auto, bar, lines, none", f.progress)
 	}
-	o.ReplayStartAt = replayHasStartAt(ctx)
-	if !o.ReplayStartAt {
-		log.Warn("agentcg-replay has no --start-at: the barrier is starting every container at once")
+	if !replayHasStartFile(ctx, bindir) {
+		return errors.New("the agentcg-replay beside this binary has no --start-file: rebuild it and the image (make build image)")
 	}
-	if err := o.Execute(ctx); err != nil {
-		if errors.Is(err, context.Canceled) {
-			return fmt.Errorf("interrupted: containers, cgroups and pins removed, finished runs kept; continue with --resume %s", dir)
-		}
+	if _, err := o.Prepare(); err != nil {
 		return err
+	}
+	execErr := o.Execute(ctx)
+	if o.SwapDevice != nil && env.Swap == nil {
+		env.Swap = o.SwapDevice
+	}
+	if err := results.WriteJSON(filepath.Join(dir, "env.json"), env); err != nil {
+		return err
+	}
+	if execErr != nil {
+		if errors.Is(execErr, context.Canceled) {
+			return fmt.Errorf("interrupted: containers, cgroups, pins and the swap device removed, finished runs kept; continue with --resume %s", dir)
+		}
+		return execErr
 	}
 	if err := report.Generate(dir); err != nil {
 		return err
@@ -235,15 +473,11 @@ func gitHead(src string) string {
 	return ""
 }
 
-// replayHasStartAt asks the replay binary built beside this one (the one
-// baked into the image) whether it supports the --start-at barrier.
-func replayHasStartAt(ctx context.Context) bool {
-	self, err := os.Executable()
-	if err != nil {
-		return false
-	}
-	out, _ := exec.CommandContext(ctx, filepath.Join(filepath.Dir(self), "agentcg-replay"), "run", "--help").CombinedOutput()
-	return strings.Contains(string(out), "--start-at")
+// replayHasStartFile asks the replay binary built beside this one (the one
+// baked into the image) whether it supports the --start-file barrier.
+func replayHasStartFile(ctx context.Context, bindir string) bool {
+	out, _ := exec.CommandContext(ctx, filepath.Join(bindir, "agentcg-replay"), "run", "--help").CombinedOutput()
+	return strings.Contains(string(out), "--start-file")
 }
 
 func resumeConfig(dir string) (config.Config, error) {
@@ -254,9 +488,17 @@ func resumeConfig(dir string) (config.Config, error) {
 	return cfg, cfg.Validate()
 }
 
-func collectEnv(ctx context.Context, cfg config.Config, rt crt.Runtime) results.Env {
-	e := results.Env{Runtime: rt.Name(), AgentcgVersion: version.Version, CPUs: runtime.NumCPU(),
-		StartedUnix: float64(time.Now().UnixNano()) / 1e9, Profile: cfg.Profile, PolicyMode: "none", Probe: "ok"}
+func collectEnv(cfg config.Config) results.Env {
+	e := results.Env{AgentcgVersion: version.Version, CPUs: runtime.NumCPU(),
+		StartedUnix: float64(time.Now().UnixNano()) / 1e9, Profile: cfg.Profile, PolicyMode: "none", Probe: "ok",
+		HostLoadAvg: os.Getenv("AGENTCG_HOST_LOADAVG")}
+	for _, r := range cfg.RegimeList() {
+		e.Reclaim = append(e.Reclaim, r.Reclaim)
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		e.LoadAvg = strings.Join(f[:min(3, len(f))], " ")
+	}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		e.KernelRelease = unix.ByteSliceToString(u.Release[:])
@@ -264,7 +506,6 @@ func collectEnv(ctx context.Context, cfg config.Config, rt crt.Runtime) results.
 	if err := bpf.Probe(); err != nil {
 		e.Probe = err.Error()
 	}
-	e.RuntimeVersions, _ = rt.Versions(ctx)
 	e.GitCommit = gitHead(".")
 	if e.GitCommit == "" {
 		e.GitCommit = version.Version

@@ -5,41 +5,42 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/agentcg/agentcg/experiment/results"
 )
 
-// Headers of the derived CSV files: their schema.
-var Headers = map[string]string{
-	"summary.csv":    "arm,role,metric,n,mean,std,ci95_low,ci95_high,p50,max",
-	"stats.csv":      "metric,arm_a,arm_b,n_a,n_b,U,p,note",
-	"timeseries.csv": results.TimeseriesHeader,
-}
-
 // Check verifies a finished results folder: every file exists with its
-// schema, and every arm in wantArms has at least one finished run with
-// sessions. It is what CI runs after the smoke profile.
-func Check(dir string, wantArms []string) error {
+// schema, env.json says where it ran, and every label in wantLabels has
+// at least one finished run with sessions. It is what CI runs after the
+// smoke profile.
+func Check(dir string, wantLabels []string) error {
 	var problems []string
-	for _, f := range []string{"config.json", "env.json", "report.md", "fig1-completion.png", "fig1-completion.svg", "fig3-oom.png", "fig3-oom.svg"} {
+	for _, f := range []string{"config.json", "env.json", "plan.json", "report.md"} {
 		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() == 0 {
 			problems = append(problems, f+": missing or empty")
 		}
 	}
-	for f, h := range Headers {
+	for _, pat := range []string{"fig1-high-stall-*.png", "fig1-high-stall-*.svg", "fig2-timeline-*.png", "fig3-survival-*.png"} {
+		if m, _ := filepath.Glob(filepath.Join(dir, pat)); len(m) == 0 {
+			problems = append(problems, pat+": no such figure")
+		}
+	}
+	hs := Headers()
+	for _, f := range sortedKeys(hs) {
 		got, err := firstLine(filepath.Join(dir, f))
 		if err != nil {
 			problems = append(problems, err.Error())
-		} else if got != h {
-			problems = append(problems, fmt.Sprintf("%s: header %q, want %q", f, got, h))
+		} else if got != hs[f] {
+			problems = append(problems, fmt.Sprintf("%s: header %q, want %q", f, got, hs[f]))
 		}
 	}
 	var env results.Env
 	if err := results.ReadJSON(filepath.Join(dir, "env.json"), &env); err != nil {
 		problems = append(problems, err.Error())
-	} else if env.KernelRelease == "" || env.Runtime == "" || env.Where == "" {
-		problems = append(problems, "env.json: kernel_release, runtime or where empty")
+	} else if env.KernelRelease == "" || env.Runtime == "" || env.Where == "" || len(env.Reclaim) == 0 {
+		problems = append(problems, "env.json: kernel_release, runtime, where or reclaim empty")
 	}
 	runs, err := results.Load(dir)
 	if err != nil {
@@ -51,17 +52,28 @@ func Check(dir string, wantArms []string) error {
 			problems = append(problems, "run "+r.Run.ID+": no sessions")
 			continue
 		}
-		have[r.Run.Arm] = true
+		have[r.Run.Label] = true
+		if r.Run.Reclaim == "" {
+			problems = append(problems, "run "+r.Run.ID+": no reclaim regime")
+		}
 		if _, err := os.Stat(filepath.Join(results.RunDir(dir, r.Run.ID), "timeseries.csv")); err != nil {
 			problems = append(problems, "run "+r.Run.ID+": no timeseries.csv")
 		}
 	}
-	for _, a := range wantArms {
-		if !have[a] {
-			problems = append(problems, "arm "+a+": no finished run")
+	for _, l := range wantLabels {
+		if !have[l] {
+			problems = append(problems, "point "+l+": no finished run")
+		}
+	}
+	if md, err := os.ReadFile(filepath.Join(dir, "report.md")); err == nil {
+		for _, want := range []string{"**Regime:**", "## Headline", "## The contention plan"} {
+			if !strings.Contains(string(md), want) {
+				problems = append(problems, "report.md: no "+want)
+			}
 		}
 	}
 	if len(problems) > 0 {
+		slices.Sort(problems)
 		return fmt.Errorf("results %s:\n  %s", dir, strings.Join(problems, "\n  "))
 	}
 	return nil
@@ -74,6 +86,7 @@ func firstLine(path string) (string, error) {
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	sc.Scan()
 	return sc.Text(), sc.Err()
 }

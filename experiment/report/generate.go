@@ -1,67 +1,215 @@
+// Package report owns everything derived from raw results: the tidy CSVs
+// (the analysis tables, sessions.csv, runs.csv, the merged timeseries.csv),
+// the figures and report.md. It reads only what package results loads, so
+// `agentcg experiment report DIR` reproduces every CSV byte for byte.
 package report
 
 import (
-	"cmp"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/agentcg/agentcg/experiment/analysis"
+	"github.com/agentcg/agentcg/experiment/contention"
 	"github.com/agentcg/agentcg/experiment/figures"
 	"github.com/agentcg/agentcg/experiment/results"
-	"github.com/agentcg/agentcg/experiment/stats"
 )
 
-// KeptUpMaxLag is the largest solo lag, as a share of the ideal duration,
-// for which the replay counts as having kept up with the scaled trace.
-const KeptUpMaxLag = 0.10
+// Data is an experiment loaded and analysed.
+type Data struct {
+	Dir      string
+	Env      results.Env
+	Plan     *contention.Plan // nil when the folder has no plan.json
+	Runs     []results.RunData
+	Included []results.RunData
+	Excluded []results.RunData
+	Failed   []results.Failed
+	Obs      []analysis.Observation
+	Result   *analysis.Result // nil without observations
+	Options  analysis.Options
+}
+
+// Options is the analysis the report runs: every arm against NoLimit,
+// the memory effect against Uncontended, HIGH's memory stall as the
+// continuous primary outcome.
+func Options() analysis.Options {
+	return analysis.Options{Reference: "NoLimit", Baseline: "Uncontended", Primary: MStallSome, LowCost: MStallSome,
+		HigherIsBetter: HigherIsBetter}
+}
+
+// Load reads and analyses dir.
+func Load(dir string) (*Data, error) {
+	runs, err := results.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	d := &Data{Dir: dir, Runs: runs, Options: Options()}
+	for i := range runs {
+		results.CheckOverlap(&runs[i]) // re-derived, not trusted from run.json
+		if runs[i].Run.Excluded {
+			d.Excluded = append(d.Excluded, runs[i])
+		} else {
+			d.Included = append(d.Included, runs[i])
+		}
+	}
+	if err := results.ReadJSON(filepath.Join(dir, "env.json"), &d.Env); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	var p contention.Plan
+	if err := results.ReadJSON(filepath.Join(dir, "plan.json"), &p); err == nil {
+		d.Plan = &p
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if d.Failed, err = results.LoadFailed(dir); err != nil {
+		return nil, err
+	}
+	d.Obs = Observations(d.Included)
+	if len(d.Obs) > 0 {
+		r, err := analysis.Analyze(d.Obs, d.Options)
+		if err != nil {
+			return nil, err
+		}
+		// The regimes in the order the experiment ran them (the main one first).
+		rank := func(reg string) int {
+			if i := slices.Index(d.Env.Reclaim, reg); i >= 0 {
+				return i
+			}
+			return len(d.Env.Reclaim)
+		}
+		slices.SortStableFunc(r.Groups, func(a, b analysis.Group) int { return rank(a.Regime) - rank(b.Regime) })
+		d.Result = &r
+		d.Options = r.Options
+	}
+	return d, nil
+}
 
 // Generate writes every derived file of dir from its raw files.
 func Generate(dir string) error {
-	runs, err := results.Load(dir)
+	d, err := Load(dir)
 	if err != nil {
 		return err
 	}
-	for i := range runs {
-		results.CheckOverlap(&runs[i]) // re-derived, not trusted from run.json
-	}
-	d := Analyse(runs)
-	var env results.Env
-	if err := results.ReadJSON(filepath.Join(dir, "env.json"), &env); err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	files := map[string]string{
-		"summary.csv": d.SummaryCSV(),
-		"stats.csv":   d.StatsCSV(stats.MannWhitney{}),
+	files := map[string][]byte{FileSessions: d.SessionsCSV(), FileRuns: d.RunsCSV()}
+	if d.Result != nil {
+		for name, body := range d.Result.CSV() {
+			files[name] = body
+		}
+	} else {
+		for name, h := range analysis.Headers {
+			files[name] = []byte(strings.Join(h, ",") + "\n")
+		}
 	}
 	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
 	}
-	if err := mergeTimeseries(dir, runs); err != nil {
+	if err := mergeTimeseries(dir, d.Runs); err != nil {
 		return err
 	}
-	figs, err := drawFigures(dir, d)
+	figs, err := d.Figures()
 	if err != nil {
 		return err
 	}
-	d.Traces = map[string]results.TraceInfo{}
-	for _, r := range runs {
-		for _, s := range r.Sessions {
-			if tc, err := results.LoadToolCalls(dir, s.Trace); err == nil && tc != nil && tc.Info.PeakBytes > 0 {
-				d.Traces[s.Trace] = tc.Info
+	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(d.Markdown(figs)), 0o644)
+}
+
+// File names of the report's own tables.
+const (
+	FileSessions   = "sessions.csv"
+	FileRuns       = "runs.csv"
+	FileTimeseries = "timeseries.csv"
+)
+
+// Headers of the derived CSV files (the analysis's and the report's own).
+func Headers() map[string]string {
+	out := map[string]string{
+		FileSessions:   strings.Join(append(slices.Clone(sessionCols), SessionMetrics...), ","),
+		FileRuns:       strings.Join(append(slices.Clone(runCols), ParentMetrics...), ","),
+		FileTimeseries: results.TimeseriesHeader,
+	}
+	for f, h := range analysis.Headers {
+		out[f] = strings.Join(h, ",")
+	}
+	return out
+}
+
+var (
+	sessionCols = []string{"run", "block", "position", "arm", "regime", "point", "session", "role", "trace", "killed", "oom_killed", "timed_out", "excluded"}
+	runCols     = []string{"run", "block", "position", "order", "arm", "regime", "point", "excluded", "exclude_reason", "error",
+		"mem_scale", "speed", "parent_limit_bytes", "gate_limit_bytes", "planned_s", "setup_s", "teardown_s", "loadavg"}
+)
+
+// num formats deterministically; NaN (not measured) is empty.
+func num(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return ""
+	}
+	return strconv.FormatFloat(v, 'g', 10, 64)
+}
+
+func csvField(s string) string {
+	if strings.ContainsAny(s, ",\"\n") {
+		return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+	}
+	return s
+}
+
+func value(m map[string]float64, k string) float64 {
+	if v, ok := m[k]; ok {
+		return v
+	}
+	return math.NaN()
+}
+
+// SessionsCSV is one row per session of every finished run (excluded ones
+// flagged), with every session metric: the tidy raw table.
+func (d *Data) SessionsCSV() []byte {
+	var b strings.Builder
+	b.WriteString(Headers()[FileSessions] + "\n")
+	for i := range d.Runs {
+		r := &d.Runs[i]
+		for j := range r.Sessions {
+			s := &r.Sessions[j]
+			f := []string{csvField(r.Run.ID), strconv.Itoa(r.Run.Block), strconv.Itoa(r.Run.Position), r.Run.Arm, r.Run.Reclaim,
+				csvField(PointOf(&r.Run)), s.Name, s.Role, s.Trace, strconv.FormatBool(Killed(s)), strconv.FormatBool(s.OOMKilled),
+				strconv.FormatBool(s.TimedOut), strconv.FormatBool(r.Run.Excluded)}
+			m := SessionValues(s)
+			for _, k := range SessionMetrics {
+				f = append(f, num(value(m, k)))
 			}
+			b.WriteString(strings.Join(f, ",") + "\n")
 		}
 	}
-	if d.Failed, err = results.LoadFailed(dir); err != nil {
-		return err
-	}
-	md := Markdown(d, env, figs)
-	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(md), 0o644)
+	return []byte(b.String())
 }
+
+// RunsCSV is one row per finished run with its parent metrics and timing.
+func (d *Data) RunsCSV() []byte {
+	var b strings.Builder
+	b.WriteString(Headers()[FileRuns] + "\n")
+	for i := range d.Runs {
+		r := &d.Runs[i].Run
+		f := []string{csvField(r.ID), strconv.Itoa(r.Block), strconv.Itoa(r.Position), strconv.Itoa(r.Order), r.Arm, r.Reclaim,
+			csvField(PointOf(r)), strconv.FormatBool(r.Excluded), csvField(r.ExcludeReason), csvField(r.Error),
+			num(r.MemScale), num(r.Speed), strconv.FormatInt(r.ParentLimit, 10), strconv.FormatInt(r.GateLimit, 10),
+			num(r.PlannedS), num(round3(r.SetupS)), num(round3(r.TeardownS)), csvField(r.LoadAvg)}
+		m := RunValues(r)
+		for _, k := range ParentMetrics {
+			f = append(f, num(value(m, k)))
+		}
+		b.WriteString(strings.Join(f, ",") + "\n")
+	}
+	return []byte(b.String())
+}
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
 
 // mergeTimeseries concatenates the per-run series into timeseries.csv.
 func mergeTimeseries(dir string, runs []results.RunData) error {
@@ -69,7 +217,7 @@ func mergeTimeseries(dir string, runs []results.RunData) error {
 	b.WriteString(results.TimeseriesHeader + "\n")
 	for _, r := range runs {
 		ss, err := results.LoadTimeseries(dir, r.Run.ID)
-		if os.IsNotExist(err) {
+		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
@@ -79,367 +227,307 @@ func mergeTimeseries(dir string, runs []results.RunData) error {
 			b.WriteString(s.Row() + "\n")
 		}
 	}
-	return os.WriteFile(filepath.Join(dir, "timeseries.csv"), []byte(b.String()), 0o644)
+	return os.WriteFile(filepath.Join(dir, FileTimeseries), []byte(b.String()), 0o644)
 }
 
-// Representative picks the included run of label whose HIGH completion is
-// closest to the label's median (first run when none completed).
-func (d *Data) Representative(label string) *results.RunData {
-	var cands []*results.RunData
+// groupRuns returns the included runs of one analysis group.
+func (d *Data) groupRuns(g analysis.Group) []*results.RunData {
+	points := map[string][]string{}
 	for i := range d.Included {
-		if d.Included[i].Run.Label == label {
-			cands = append(cands, &d.Included[i])
+		r := &d.Included[i].Run
+		if p := PointOf(r); !slices.Contains(points[r.Reclaim], p) {
+			points[r.Reclaim] = append(points[r.Reclaim], p)
 		}
 	}
-	if len(cands) == 0 {
-		return nil
-	}
-	med := stats.Summarize(d.Values(label, results.RoleHigh, MCompletion)).P50
-	best, bestDist := cands[0], math.Inf(1)
-	for _, c := range cands {
-		for _, s := range c.ByRole(results.RoleHigh) {
-			if dist := math.Abs(d.SessionValue(s, MCompletion) - med); dist < bestDist {
-				best, bestDist = c, dist
-			}
+	var out []*results.RunData
+	for i := range d.Included {
+		r := &d.Included[i]
+		if r.Run.Reclaim == g.Regime && slices.Contains(groupsFor(PointOf(&r.Run), points[r.Run.Reclaim]), g.Point) {
+			out = append(out, r)
 		}
 	}
-	return best
+	return out
 }
 
-func drawFigures(dir string, d *Data) ([]string, error) {
+func groupName(g analysis.Group) string {
+	if g.Point == "" {
+		return g.Regime
+	}
+	return g.Regime + " " + g.Point
+}
+
+// Figures draws every figure and returns the PNG and SVG paths.
+func (d *Data) Figures() ([]string, error) {
 	var out []string
 	add := func(f []string, err error) error {
 		out = append(out, f...)
 		return err
 	}
-	// 1. normalised completion.
-	c := figures.Completion{Labels: d.Labels, Roles: []string{results.RoleHigh, results.RoleLow}, Points: map[string]map[string]figures.Point{}}
-	for _, l := range d.Labels {
-		c.Points[l] = map[string]figures.Point{}
-		for _, role := range c.Roles {
-			s := stats.Summarize(d.Values(l, role, MNormCompletion))
-			if s.N > 0 {
-				c.Points[l][role] = figures.Point{Mean: s.Mean, Low: s.CILow, High: s.CIHigh, N: s.N}
+	if d.Result == nil {
+		return nil, nil
+	}
+	for _, g := range d.Result.Groups {
+		slug := figures.Slug(groupName(g))
+		if err := add(figures.DrawOutcomes(d.Dir, "fig1-high-stall-"+slug, d.outcomeFigure(g))); err != nil {
+			return out, err
+		}
+		var rates []figures.Rate
+		for _, h := range g.Headline {
+			rates = append(rates, figures.Rate{Label: h.Arm, K: h.Survived.K, N: h.Survived.N, Lo: h.Survived.Lo, Hi: h.Survived.Hi})
+		}
+		if err := add(figures.DrawRates(d.Dir, "fig3-survival-"+slug,
+			fmt.Sprintf("HIGH survival per arm, %s (k/n, %.0f%% Wilson CI)", groupName(g), 100*d.Options.Conf), "HIGH survived", rates)); err != nil {
+			return out, err
+		}
+		if b, ok := d.delayFigure(g); ok {
+			if err := add(figures.DrawBars(d.Dir, "fig4-bpf-delays-"+slug, b)); err != nil {
+				return out, err
 			}
 		}
 	}
-	if err := add(figures.DrawCompletion(dir, "fig1-completion", c)); err != nil {
-		return out, err
-	}
-	// 2. memory over time, one representative run per label.
-	for _, l := range d.Labels {
-		r := d.Representative(l)
-		if r == nil {
-			continue
-		}
-		m, err := memoryFigure(dir, r)
+	if g, block, ok := d.representative(); ok {
+		panels, err := d.timeline(g, block)
 		if err != nil {
 			return out, err
 		}
-		if err := add(figures.DrawMemory(dir, "fig2-memory-"+figures.Slug(l), m)); err != nil {
-			return out, err
-		}
-	}
-	// 3. OOM kills, summed over runs.
-	oom := figures.Bars{Title: "OOM kills per arm and role (sum over included runs, kernel memory.events oom_kill)", YLabel: "OOM kills",
-		Categories: d.Labels, Groups: []string{results.RoleHigh, results.RoleLow}, Values: map[string][]float64{}}
-	for _, g := range oom.Groups {
-		for _, l := range d.Labels {
-			oom.Values[g] = append(oom.Values[g], sum(d.Values(l, g, MOOMKills)))
-		}
-	}
-	if err := add(figures.DrawBars(dir, "fig3-oom", oom)); err != nil {
-		return out, err
-	}
-	// 4. BPF delay triggers per session (mean over runs of each BPF label).
-	trig := figures.Bars{Title: "BPF get_high_delay_ms non-zero returns per session (mean over runs)", YLabel: "delays applied",
-		Groups: []string{"delay_nonzero"}, Values: map[string][]float64{}}
-	for _, l := range d.Labels {
-		if !isArm(l, "BPF") {
-			continue
-		}
-		per := map[string][]float64{}
-		for _, r := range d.Included {
-			if r.Run.Label != l {
-				continue
-			}
-			for i := range r.Sessions {
-				per[r.Sessions[i].Name] = append(per[r.Sessions[i].Name], d.SessionValue(&r.Sessions[i], MDelayNonZero))
-			}
-		}
-		for _, name := range slices.Sorted(mapKeys(per)) {
-			trig.Categories = append(trig.Categories, l+" "+name)
-			trig.Values["delay_nonzero"] = append(trig.Values["delay_nonzero"], stats.Summarize(per[name]).Mean)
-		}
-	}
-	if len(trig.Categories) > 0 {
-		if err := add(figures.DrawBars(dir, "fig4-bpf-delays", trig)); err != nil {
+		title := fmt.Sprintf("Regime %s, block %d (its %s HIGH stall is nearest the median)", groupName(g), block, d.repArm(g))
+		if err := add(figures.DrawTimeline(d.Dir, "fig2-timeline-"+figures.Slug(groupName(g)), title, panels)); err != nil {
 			return out, err
 		}
 	}
 	return out, nil
 }
 
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
-func sum(x []float64) float64 {
-	s := 0.0
-	for _, v := range x {
-		if !math.IsNaN(v) {
-			s += v
-		}
-	}
-	return s
-}
-
-func memoryFigure(dir string, r *results.RunData) (figures.Memory, error) {
-	m := figures.Memory{Title: fmt.Sprintf("%s, run %s: memory.current", r.Run.Label, r.Run.ID), Limit: float64(r.Run.ParentLimit)}
-	ss, err := results.LoadTimeseries(dir, r.Run.ID)
-	if err != nil && !os.IsNotExist(err) {
-		return m, err
-	}
-	by := map[string]*figures.Series{}
-	var order []string
-	for _, s := range ss {
-		se, ok := by[s.Cgroup]
-		if !ok {
-			se = &figures.Series{Name: s.Cgroup}
-			by[s.Cgroup] = se
-			order = append(order, s.Cgroup)
-		}
-		se.T = append(se.T, s.T)
-		se.Y = append(se.Y, float64(s.Current))
-	}
-	for _, n := range order {
-		m.Series = append(m.Series, *by[n])
-	}
-	for _, h := range r.ByRole(results.RoleHigh) {
-		tc, err := results.LoadToolCalls(dir, h.Trace)
-		if err != nil {
-			return m, err
-		}
-		if tc == nil || r.Run.Speed <= 0 {
-			continue
-		}
-		off := h.ActiveStart - r.Run.StartUnix
-		for _, t := range tc.T {
-			m.ToolCalls = append(m.ToolCalls, off+t/r.Run.Speed)
-		}
-	}
-	return m, nil
-}
-
-// Markdown renders report.md.
-func Markdown(d *Data, env results.Env, figs []string) string {
-	var b strings.Builder
-	w := func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }
-	w("# agentcg experiment report\n\n")
-	var speed, scale []float64
-	var rt []string
-	for _, r := range d.Runs {
-		speed = appendUniq(speed, r.Run.Speed)
-		scale = appendUniq(scale, r.Run.MemScale)
-		if !slices.Contains(rt, r.Run.Runtime) {
-			rt = append(rt, r.Run.Runtime)
-		}
-	}
-	w("## Setup\n\n")
-	w("| item | value |\n|---|---|\n")
-	w("| kernel | %s |\n| memcg_bpf_ops probe | %s |\n| policy mode | %s |\n", or(env.KernelRelease), or(env.Probe), or(env.PolicyMode))
-	w("| runtime | %s |\n| runtime versions | %s |\n", strings.Join(rt, ", "), versions(env.RuntimeVersions))
-	w("| where | %s (%s), %d CPUs |\n| git commit | %s |\n| profile | %s |\n", or(env.Where), or(env.Accel), env.CPUs, or(env.GitCommit), or(env.Profile))
-	w("| speed | %s |\n| memory scale | %s (trace bytes and every limit are multiplied by it) |\n", floats(speed), floats(scale))
-	w("| runs | %d finished, %d included, %d excluded |\n\n", len(d.Runs), len(d.Included), len(d.Excluded))
-
-	w("## Fit of the scaled traces\n\n")
-	fit, over := false, false
-	for _, r := range d.Runs {
-		if fit || r.Run.Arm == results.ArmSolo {
-			continue
-		}
-		fit = true
-		w("| session | trace | trace peak × scale | parent limit | Static per-session memory.max |\n|---|---|---|---|---|\n")
-		for _, s := range r.Sessions {
-			ti, ok := d.Traces[s.Trace]
-			if !ok {
+// outcomeFigure is figure 1 for one group: HIGH's memory stall per arm.
+func (d *Data) outcomeFigure(g analysis.Group) figures.Outcomes {
+	o := figures.Outcomes{Title: fmt.Sprintf("HIGH memory stall per arm, %s: each block, and the median with its CI", groupName(g)),
+		YLabel: "HIGH stall (memory.pressure some, s)"}
+	runs := d.groupRuns(g)
+	for _, arm := range g.Arms {
+		var vals []float64
+		killed := 0
+		for _, r := range runs {
+			if r.Run.Arm != arm {
 				continue
 			}
-			peak := float64(ti.PeakBytes) * r.Run.MemScale
-			w("| %s | %s | %.0f MB | %.0f MB | %.0f MB |\n", s.Name, s.Trace, peak/1e6, float64(r.Run.ParentLimit)/1e6, float64(r.Run.ParentLimit)/float64(len(r.Sessions))/1e6)
-			if s.Role == results.RoleHigh && peak >= float64(r.Run.ParentLimit) {
-				over = true
+			for _, h := range r.ByRole(results.RoleHigh) {
+				if Killed(h) {
+					killed++
+					vals = append(vals, math.Inf(1))
+				} else {
+					vals = append(vals, float64(h.Kernel.Memory.SomeUs)/1e6)
+				}
 			}
 		}
-	}
-	if !fit {
-		w("No contention run finished.\n")
-	}
-	if over {
-		w("\n**Warning:** HIGH's scaled trace peak reaches the parent limit: HIGH cannot finish in any arm (solo included) without an OOM kill, so the arms differ only in who is killed. Raise parent_limit_bytes.\n")
-	}
-	w("\n")
-	w("## Did the replay keep up?\n\n")
-	var soloLag, stepLag []float64
-	for _, r := range d.Included {
-		if r.Run.Arm != results.ArmSolo {
-			continue
-		}
-		for _, s := range r.ByRole(results.RoleHigh) {
-			if s.Replay != nil && s.Replay.Complete && s.Replay.IdealS > 0 {
-				soloLag = append(soloLag, s.Replay.LagS/s.Replay.IdealS)
-				stepLag = append(stepLag, s.Replay.MaxStepLagS)
+		slices.Sort(vals)
+		med, lo, hi, level := MedianCI(vals, d.Options.Conf)
+		var alive []float64
+		for _, v := range vals {
+			if !math.IsInf(v, 0) {
+				alive = append(alive, v)
 			}
 		}
+		o.Arms = append(o.Arms, figures.Outcome{Label: arm, Values: alive, Killed: killed, Median: med, Lo: lo, Hi: hi, CILevel: level,
+			Subtitle: fmt.Sprintf("n=%d", len(vals))})
 	}
-	if len(soloLag) == 0 {
-		w("No complete solo run: the normaliser T is missing and keeping up cannot be checked.\n\n")
-	} else {
-		ls := stats.Summarize(soloLag)
-		verdict := "kept up"
-		if ls.Max > KeptUpMaxLag {
-			verdict = "did NOT keep up"
-		}
-		w("Solo HIGH lag / ideal duration over %d runs: mean %.3f, max %.3f. The replay %s with the scaled trace (threshold %.0f%% of the ideal duration). Solo T = %.2f s.\n\n",
-			ls.N, ls.Mean, ls.Max, verdict, KeptUpMaxLag*100, d.SoloT)
-		if ms := stats.Summarize(stepLag); ms.Max > 0 {
-			w("Within a run, the largest delay of a single step behind its schedule was %.2f s wall (%.0f trace seconds at this speed): bursts were replayed late by that much even when the sleeps absorbed it by the end.\n\n",
-				ms.Max, ms.Max*speedOf(d))
-		}
-	}
+	return o
+}
 
-	w("## Excluded runs\n\n")
-	if len(d.Failed) > 0 {
-		w("These runs failed before they could be measured and are in no table (`--resume` retries them):\n\n| run | arm | error |\n|---|---|---|\n")
-		for _, f := range d.Failed {
-			w("| %s | %s | %s |\n", f.ID, f.Label, strings.ReplaceAll(f.Error, "|", "\\|"))
-		}
-		w("\n")
-	}
-	if len(d.Excluded) == 0 {
-		w("None: every LOW session overlapped HIGH for at least %.0f s.\n\n", results.MinOverlapS)
-	} else {
-		w("These runs are left out of every table, test and figure:\n\n| run | arm | reason |\n|---|---|---|\n")
-		for _, r := range d.Excluded {
-			w("| %s | %s | %s |\n", r.Run.ID, r.Run.Label, r.Run.ExcludeReason)
-		}
-		w("\n")
-	}
-
-	w("## HIGH and LOW per arm\n\n")
-	w("n counts sessions of included runs; completion and lag exist only for sessions that completed. With n ≤ 5 the max is reported, never a p99.\n\n")
-	w("| arm | role | n | completion s (95%% CI) | normalised | lag s | complete | OOM kills | BPF delays |\n|---|---|---|---|---|---|---|---|---|\n")
-	for _, l := range d.Labels {
-		for _, role := range []string{results.RoleHigh, results.RoleLow} {
-			comp := stats.Summarize(d.Values(l, role, MCompletion))
-			all := d.Values(l, role, MComplete)
-			if len(all) == 0 {
+// delayFigure is figure 4: the BPF arms' median delay returns per LOW
+// session and below_low returns for HIGH.
+func (d *Data) delayFigure(g analysis.Group) (figures.Bars, bool) {
+	b := figures.Bars{Title: fmt.Sprintf("BPF policy decisions per run, %s (median over blocks)", groupName(g)), YLabel: "returns per run",
+		Groups: []string{"get_high_delay_ms > 0", "below_low true"}, Values: map[string][]float64{}}
+	runs := d.groupRuns(g)
+	for _, arm := range g.Arms {
+		per := map[string][][2]float64{}
+		var names []string
+		for _, r := range runs {
+			if r.Run.Arm != arm {
 				continue
 			}
-			norm := stats.Summarize(d.Values(l, role, MNormCompletion))
-			lag := stats.Summarize(d.Values(l, role, MLag))
-			w("| %s | %s | %d | %s | %s | %s | %d/%d | %.0f | %s |\n", l, role, comp.N, ci(comp), fmtf(norm.Mean), fmtf(lag.Mean),
-				int(sum(all)), len(all), sum(d.Values(l, role, MOOMKills)), fmtf(stats.Summarize(d.Values(l, role, MDelayNonZero)).Mean))
-		}
-	}
-	w("\nParent memory utilisation (time-average of memory.current / memory.max):\n\n| arm | n | mean | max |\n|---|---|---|---|\n")
-	for _, l := range d.Labels {
-		u := stats.Summarize(d.Values(l, RoleParent, MUtilisation))
-		if u.N > 0 {
-			w("| %s | %d | %s | %s |\n", l, u.N, fmtf(u.Mean), fmtf(u.Max))
-		}
-	}
-
-	w("\n## Tests\n\nTwo-sided Mann-Whitney U (exact for small samples, ties counted as one half), HIGH sessions, BPF against each other arm. U is the BPF arm's.\n\n")
-	tests := d.Tests(stats.MannWhitney{})
-	if len(tests) == 0 {
-		w("No BPF arm with included runs: nothing to compare.\n")
-	} else {
-		w("| metric | BPF arm | other | n | U | p |\n|---|---|---|---|---|---|\n")
-		for _, t := range tests {
-			p := fmtf(t.P)
-			if t.Err != "" {
-				p = "n/a (" + t.Err + ")"
+			for i := range r.Sessions {
+				s := &r.Sessions[i]
+				if s.Counters == nil {
+					continue
+				}
+				if !slices.Contains(names, s.Name) {
+					names = append(names, s.Name)
+				}
+				per[s.Name] = append(per[s.Name], [2]float64{float64(s.Counters.DelayNonZero), float64(s.Counters.BelowLowTrue)})
 			}
-			w("| %s | %s | %s | %d vs %d | %s | %s |\n", t.Metric, t.A, t.B, t.N1, t.N2, fmtf(t.U), p)
 		}
-		w("\nWith 5 runs per arm the smallest two-sided p attainable is 0.0079; p values are not corrected for the number of comparisons.\n")
-	}
-
-	w("\n## Figures\n\n")
-	for _, f := range figs {
-		if strings.HasSuffix(f, ".png") {
-			base := filepath.Base(f)
-			w("![%s](%s)\n\n", strings.TrimSuffix(base, ".png"), base)
-		}
-	}
-	w("Figure 1: mean normalised completion with 95%% t intervals (HIGH divided by solo T, LOW by its trace's ideal duration; 1 = no slowdown). Figure 2: memory.current of each cgroup in the run closest to the arm's median HIGH completion, with the parent limit and HIGH's tool calls as ticks. Figure 3: OOM kills from the kernel's memory.events. Figure 4: how often the BPF policy returned a non-zero delay per session.\n\n")
-	w("Files: summary.csv (arm × role × metric: n, mean, std, ci95_low, ci95_high, p50, max), stats.csv, timeseries.csv (100 ms memory.current and memory.pressure per cgroup), runs/*/ (raw JSON). Regenerate with `agentcg experiment report DIR`.\n")
-	return b.String()
-}
-
-// speedOf is the speed of the solo runs (the first one found).
-func speedOf(d *Data) float64 {
-	for _, r := range d.Runs {
-		if r.Run.Arm == results.ArmSolo {
-			return r.Run.Speed
+		slices.Sort(names)
+		for _, n := range names {
+			var a, c []float64
+			for _, v := range per[n] {
+				a, c = append(a, v[0]), append(c, v[1])
+			}
+			b.Categories = append(b.Categories, arm+" "+n)
+			b.Values[b.Groups[0]] = append(b.Values[b.Groups[0]], median(a))
+			b.Values[b.Groups[1]] = append(b.Values[b.Groups[1]], median(c))
 		}
 	}
-	return math.NaN()
+	return b, len(b.Categories) > 0
 }
 
-func appendUniq(x []float64, v float64) []float64 {
-	if slices.Contains(x, v) {
-		return x
+func median(x []float64) float64 {
+	if len(x) == 0 {
+		return math.NaN()
 	}
-	x = append(x, v)
-	slices.Sort(x)
-	return x
+	s := slices.Clone(x)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
 }
 
-func floats(x []float64) string {
-	s := make([]string, len(x))
-	for i, v := range x {
-		s[i] = num(v)
+// MedianCI is the median of sorted x (±Inf allowed) and the distribution-
+// free CI from order statistics: (x_(k), x_(n+1−k)) for the largest k with
+// P(Binomial(n, ½) < k) ≤ (1 − conf)/2, and the level it achieves. With
+// too few values for conf the CI is the whole range.
+func MedianCI(x []float64, conf float64) (med, lo, hi, level float64) {
+	n := len(x)
+	if n == 0 {
+		return math.NaN(), math.NaN(), math.NaN(), math.NaN()
 	}
-	return strings.Join(s, ", ")
+	med = median(x)
+	// cdf[i] = P(B ≤ i)
+	cdf := make([]float64, n+1)
+	p, acc := math.Pow(0.5, float64(n)), 0.0
+	for i := 0; i <= n; i++ {
+		acc += p
+		cdf[i] = acc
+		p = p * float64(n-i) / float64(i+1)
+	}
+	k := 1
+	for kk := 1; kk <= n/2; kk++ {
+		if cdf[kk-1] <= (1-conf)/2 {
+			k = kk
+		}
+	}
+	// Coverage of (x_(k), x_(n+1−k)) is 1 − 2·P(B ≤ k−1).
+	return med, x[k-1], x[n-k], 1 - 2*cdf[k-1]
 }
 
-func versions(m map[string]string) string {
-	var s []string
-	for _, k := range slices.SortedFunc(mapKeys(m), cmp.Compare) {
-		s = append(s, k+" "+m[k])
+// repArm is the arm whose median block picks the representative block.
+func (d *Data) repArm(g analysis.Group) string {
+	for _, a := range []string{"BPF", "HighOnly", "NoLimit"} {
+		if slices.Contains(g.Arms, a) {
+			return a
+		}
 	}
-	return or(strings.Join(s, "; "))
+	return g.Arms[0]
 }
 
-func or(s string) string {
-	if s == "" {
-		return "unknown"
+// representative picks the group with the most arms and, in it, the block
+// (with every arm present) whose HIGH stall in repArm is nearest the median.
+func (d *Data) representative() (analysis.Group, int, bool) {
+	if d.Result == nil || len(d.Result.Groups) == 0 {
+		return analysis.Group{}, 0, false
 	}
-	return s
+	g := d.Result.Groups[0]
+	for _, gg := range d.Result.Groups {
+		if len(gg.Arms) > len(g.Arms) {
+			g = gg
+		}
+	}
+	arm := d.repArm(g)
+	runs := d.groupRuns(g)
+	armsIn := map[int]map[string]bool{}
+	stall := map[int]float64{}
+	for _, r := range runs {
+		if armsIn[r.Run.Block] == nil {
+			armsIn[r.Run.Block] = map[string]bool{}
+		}
+		armsIn[r.Run.Block][r.Run.Arm] = true
+		if r.Run.Arm == arm {
+			for _, h := range r.ByRole(results.RoleHigh) {
+				stall[r.Run.Block] = float64(h.Kernel.Memory.SomeUs)
+				if Killed(h) {
+					stall[r.Run.Block] = math.Inf(1)
+				}
+			}
+		}
+	}
+	var vals []float64
+	for _, v := range stall {
+		vals = append(vals, v)
+	}
+	if len(vals) == 0 {
+		return g, 0, false
+	}
+	med := median(vals)
+	best, bestDist, found := 0, math.Inf(1), false
+	for b := range armsIn {
+		v, ok := stall[b]
+		if !ok || len(armsIn[b]) < len(g.Arms) {
+			continue
+		}
+		dist := math.Abs(v - med)
+		if math.IsNaN(dist) {
+			dist = math.Inf(1)
+		}
+		if !found || dist < bestDist || (dist == bestDist && b < best) {
+			best, bestDist, found = b, dist, true
+		}
+	}
+	return g, best, found
 }
 
-func fmtf(v float64) string {
-	if math.IsNaN(v) {
-		return "–"
+// timeline builds figure 2's panels: every arm of one block.
+func (d *Data) timeline(g analysis.Group, block int) ([]figures.Panel, error) {
+	var panels []figures.Panel
+	runs := d.groupRuns(g)
+	for _, arm := range g.Arms {
+		for _, r := range runs {
+			if r.Run.Arm != arm || r.Run.Block != block {
+				continue
+			}
+			ss, err := results.LoadTimeseries(d.Dir, r.Run.ID)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, err
+			}
+			pn := figures.Panel{Title: fmt.Sprintf("%s, run %03d", r.Run.Arm, r.Run.Order), Contention: [2]float64{r.Run.ContentionStartS, r.Run.ContentionEndS}}
+			if r.Run.ParentLimit > 0 {
+				pn.Limit = float64(r.Run.ParentLimit)
+			}
+			if gp, err := strconv.Atoi(r.Run.Params["gate_pct"]); err == nil && r.Run.GateLimit > 0 {
+				pn.Gate = float64(r.Run.GateLimit) * float64(gp) / 100
+			}
+			order := []string{"parent"}
+			for _, s := range r.Sessions {
+				order = append(order, s.Name)
+			}
+			for ci, name := range order {
+				var mem, swp, st figures.Series
+				mem = figures.Series{Name: name, Color: ci}
+				swp = figures.Series{Name: name + " swap", Color: ci, Dashed: true}
+				st = figures.Series{Name: name, Color: ci}
+				var first int64 = -1
+				for _, s := range ss {
+					if s.Cgroup != name {
+						continue
+					}
+					if first < 0 {
+						first = s.SomeTotal
+					}
+					mem.T, mem.Y = append(mem.T, s.T), append(mem.Y, float64(s.Current))
+					swp.T, swp.Y = append(swp.T, s.T), append(swp.Y, float64(s.Swap))
+					st.T, st.Y = append(st.T, s.T), append(st.Y, float64(s.SomeTotal-first)/1e6)
+				}
+				pn.Memory = append(pn.Memory, mem)
+				if slices.ContainsFunc(swp.Y, func(v float64) bool { return v > 0 }) {
+					pn.Memory = append(pn.Memory, swp)
+				}
+				if name != "parent" {
+					pn.Stall = append(pn.Stall, st)
+				}
+			}
+			panels = append(panels, pn)
+		}
 	}
-	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.4f", v), "0"), ".")
-}
-
-func ci(s stats.Summary) string {
-	if s.N == 0 {
-		return "–"
-	}
-	if s.N == 1 {
-		return fmtf(s.Mean) + " (n=1)"
-	}
-	return fmt.Sprintf("%s (%s–%s)", fmtf(s.Mean), fmtf(s.CILow), fmtf(s.CIHigh))
+	return panels, nil
 }

@@ -1,83 +1,103 @@
 package report
 
 import (
-	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/agentcg/agentcg/experiment/contention"
 	"github.com/agentcg/agentcg/experiment/results"
 	"github.com/agentcg/agentcg/policy"
 )
 
-// synth writes a results folder: 5 runs each of Solo and four arms, HIGH
-// completion = base[arm] + run index, plus one BPF run where LOW started
-// after HIGH finished (must be excluded).
+// synth writes a results folder: 6 blocks of Solo, Uncontended, NoLimit
+// and BPF under swap, NoLimit and BPF under none. Under swap, HIGH's stall
+// is 2 s under NoLimit and 0.5 s under BPF; NoLimit loses HIGH in block 0.
+// One extra BPF run has a LOW that was absent from the contention window
+// (excluded), one run failed.
 func synth(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	if d := os.Getenv("AGENTCG_KEEP"); d != "" {
 		dir = d
 	}
-	base := map[string]float64{results.ArmSolo: 50, "Static": 80, "NoLimit": 90, "HighOnly": 40, "BPF": 55}
 	order := 0
-	for i := range 5 {
-		for _, arm := range []string{results.ArmSolo, "Static", "NoLimit", "HighOnly", "BPF"} {
-			writeRun(t, dir, arm, i, order, base[arm]+float64(i), false)
+	for b := range 6 {
+		for _, p := range []struct{ arm, reclaim string }{{"Solo", "swap"}, {"Uncontended", "swap"}, {"NoLimit", "swap"}, {"BPF", "swap"}, {"NoLimit", "none"}, {"BPF", "none"}} {
+			writeRun(t, dir, p.arm, p.reclaim, b, order, false)
 			order++
 		}
 	}
-	writeRun(t, dir, "BPF", 5, order, 1000, true)
-	if err := results.WriteJSON(filepath.Join(results.RunDir(dir, "026-BPF-r6"), results.FailedFile), results.Failed{ID: "026-BPF-r6", Label: "BPF", Error: "no high policy link"}); err != nil {
+	writeRun(t, dir, "BPF", "swap", 6, order, true)
+	if err := results.WriteJSON(filepath.Join(results.RunDir(dir, "099-b07-BPF_swap"), results.FailedFile), results.Failed{ID: "099-b07-BPF_swap", Label: "BPF swap", Error: "no high policy link"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := results.WriteJSON(filepath.Join(dir, "env.json"), results.Env{KernelRelease: "7.3.4-memcgbpf", Probe: "ok", Runtime: "containerd", Where: "vm", Accel: "tcg"}); err != nil {
+	env := results.Env{KernelRelease: "7.3.4-memcgbpf", Probe: "ok", Runtime: "containerd", Where: "vm", Accel: "tcg", CPUs: 2, Reclaim: []string{"swap", "none"},
+		Swap: &results.SwapDevice{Device: "/dev/zram0", SizeBytes: 1e9, Algorithm: "lzo-rle", Created: true}, HostLoadAvg: "1.2 1.0 0.9"}
+	if err := results.WriteJSON(filepath.Join(dir, "env.json"), env); err != nil {
 		t.Fatal(err)
 	}
 	if err := results.WriteJSON(filepath.Join(dir, "config.json"), map[string]any{"profile": "synthetic"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := results.WriteJSON(filepath.Join(dir, "toolcalls", "Medical_Bio_Hard.json"), results.ToolCalls{Trace: "Medical_Bio_Hard", Info: results.TraceInfo{Trace: "Medical_Bio_Hard", PeakBytes: 4060e6, DurationS: 537}, T: []float64{10, 200}, Tools: []string{"Bash", "Read"}}); err != nil {
+	if err := results.WriteJSON(filepath.Join(dir, "plan.json"), contention.Plan{Profile: "synthetic", MemScale: 0.2, Speed: 0.5, ParentLimitBytes: 840e6,
+		HighPeakBytes: 812e6, FloorBytes: 81e6, FloorS: 2, GiveUpBytes: 97e6, GiveUpS: 2.26, Feasible: true}); err != nil {
 		t.Fatal(err)
 	}
 	return dir
 }
 
-func writeRun(t *testing.T, dir, arm string, idx, order int, highS float64, late bool) {
+func writeRun(t *testing.T, dir, arm, reclaim string, block, order int, absent bool) {
 	t.Helper()
-	id := fmt.Sprintf("%03d-%s-%d", order, arm, idx)
+	label := arm + " " + reclaim
+	id := fmt.Sprintf("%03d-b%02d-%s_%s", order, block, arm, reclaim)
 	start := 1000.0 * float64(order+1)
-	rd := results.RunData{Run: results.Run{ID: id, Arm: arm, Label: arm, Index: idx, Order: order, Speed: 10, MemScale: 0.25,
-		Runtime: "containerd", StartUnix: start, EndUnix: start + highS + 5, ParentLimit: 500e6, ParentPeak: 480e6, Utilisation: 0.5 + 0.01*float64(idx)}}
-	high := results.Session{Name: "high", Role: results.RoleHigh, Trace: "Medical_Bio_Hard", PeakBytes: 300e6,
-		Events: map[string]int64{"high": 0, "max": 0, "oom": 0, "oom_kill": 0}, ActiveStart: start, ActiveEnd: start + highS,
-		Replay: &results.Replay{Complete: true, CompletionS: highS, IdealS: 50, LagS: highS - 50, MaxStepLagS: 0.5}}
-	if arm == "Static" && idx == 0 {
-		high.Replay = nil // OOM-killed: no result, counted from the kernel
-		high.Events["oom_kill"] = 1
-		high.ExitCode, high.Signal, high.OOMKilled, high.OOMSource = 137, 9, true, "memory.events"
+	rd := results.RunData{Run: results.Run{ID: id, Arm: arm, Reclaim: reclaim, Label: label, Params: map[string]string{"gate_pct": "80"}, Index: block, Block: block,
+		Order: order, Speed: 0.5, MemScale: 0.2, Runtime: "containerd", StartUnix: start, EndUnix: start + 40, ParentLimit: 840e6, GateLimit: 840e6,
+		ParentPeak: 830e6, Utilisation: 0.6 + 0.01*float64(block), ContentionStartS: 29.9, ContentionEndS: 32.2, PlannedS: 36, SetupS: 8,
+		Parent: results.Cgroup{Events: map[string]int64{"max": 40}, Memory: results.Pressure{SomeUs: 3e6}}}}
+	if arm == "Uncontended" {
+		rd.Run.ParentLimit = -1
 	}
+	stall := map[string]float64{"Solo": 0.1, "Uncontended": 0.3, "NoLimit": 2, "BPF": 0.5}[arm]
+	if reclaim == "none" {
+		stall = 0.2
+	}
+	stall += 0.01 * float64(block)
+	killed := arm == "NoLimit" && reclaim == "swap" && block == 0
+	high := results.Session{Name: "high", Role: results.RoleHigh, Trace: "Medical_Bio_Hard", PeakBytes: 800e6, ActiveStart: start, ActiveEnd: start + 35,
+		Kernel: results.Cgroup{Memory: results.Pressure{SomeUs: int64(stall * 1e6), FullUs: int64(stall * 5e5)},
+			Stat: map[string]int64{"pgsteal": 1000, "workingset_refault_anon": 50}, SwapPeak: 4e6, Events: map[string]int64{}},
+		Replay: &results.Replay{Complete: true, CompletionS: 35, IdealS: 35, MaxStepLagS: 0.2, PeakLatenessS: 0.1, PageSize: 4096, TouchedBytes: 900e6}}
 	if arm == "BPF" {
-		high.Counters = &policy.Counters{DelayCalls: 10}
+		high.Counters = &policy.Counters{BelowLowTrue: 57}
+		high.Kernel.Stat["pgsteal"] = 10
+	}
+	if killed {
+		high.Replay = nil
+		high.Kernel.Events["oom_kill"] = 1
+		high.ExitCode, high.Signal, high.OOMKilled, high.OOMSource = 137, 9, true, "memory.events oom_kill"
+		high.ActiveEnd = start + 31
 	}
 	rd.Sessions = append(rd.Sessions, high)
-	if arm != results.ArmSolo {
+	if arm != "Solo" {
 		for j, tr := range []string{"ML_Scientific_Hard", "CLI_Tools_Easy"} {
-			ls := start
-			if late {
-				ls = start + highS + 1
+			ls, le := start, start+36
+			if absent {
+				ls, le = start+33, start+36
 			}
-			low := results.Session{Name: fmt.Sprintf("low%d", j+1), Role: results.RoleLow, Trace: tr, Events: map[string]int64{"high": 3},
-				ActiveStart: ls, ActiveEnd: ls + 30, Replay: &results.Replay{Complete: true, CompletionS: 30, IdealS: 20}}
+			low := results.Session{Name: fmt.Sprintf("low%d", j+1), Role: results.RoleLow, Trace: tr, ActiveStart: ls, ActiveEnd: le,
+				Kernel: results.Cgroup{Memory: results.Pressure{SomeUs: int64(1e6 * (1 + float64(j)))}, Stat: map[string]int64{"pgsteal": 20000}, Events: map[string]int64{"high": 3}},
+				Replay: &results.Replay{Complete: true, CompletionS: 36, IdealS: 36, PageSize: 4096, TouchedBytes: 60e6}}
 			if arm == "BPF" {
 				low.Counters = &policy.Counters{DelayCalls: 100, DelayNonZero: uint64(40 + j)}
 			}
 			rd.Sessions = append(rd.Sessions, low)
 		}
 	}
-	results.CheckOverlap(&rd)
 	if err := results.SaveRun(dir, rd); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +105,8 @@ func writeRun(t *testing.T, dir, arm string, idx, order int, highS float64, late
 	ts.WriteString(results.TimeseriesHeader + "\n")
 	for k := range 20 {
 		for _, s := range append([]results.Session{{Name: "parent"}}, rd.Sessions...) {
-			ts.WriteString(results.Sample{Run: id, Cgroup: s.Name, T: float64(k) * 0.1, Current: int64(k) * 1e6}.Row() + "\n")
+			ts.WriteString(results.Sample{Run: id, Cgroup: s.Name, T: float64(k) * 2, Current: int64(k) * 10e6, Swap: int64(k) * 1e6,
+				SomeTotal: int64(k) * 100000}.Row() + "\n")
 		}
 	}
 	if err := os.WriteFile(filepath.Join(results.RunDir(dir, id), "timeseries.csv"), []byte(ts.String()), 0o644); err != nil {
@@ -107,74 +128,116 @@ func TestGenerate(t *testing.T) {
 	if err := Generate(dir); err != nil {
 		t.Fatal(err)
 	}
-	summary := readFile(t, filepath.Join(dir, "summary.csv"))
-	st := readFile(t, filepath.Join(dir, "stats.csv"))
+	headline := readFile(t, filepath.Join(dir, "headline.csv"))
 	for _, want := range []string{
-		"arm,role,metric,n,mean,std,ci95_low,ci95_high,p50,max\n",
-		// Solo 50..54: mean 52, sd 1.5811388, t(4)=2.7764451 → ±1.9632432.
-		"Solo,high,completion_s,5,52,1.5811388,50.036757,53.963243,52,54\n",
-		// Static run 0 was OOM-killed: 4 completions, 1 kill from the kernel.
-		"Static,high,completion_s,4,82.5,",
-		"Static,high,oom_kills,5,0.2,",
-		// Normalised by solo T = 52: BPF 55..59 → mean 57/52.
-		"BPF,high,norm_completion,5,1.0961538,",
-		"BPF,low,bpf_delay_nonzero,10,40.5,",
-		"NoLimit,parent,utilisation,5,0.52,",
+		// NoLimit under swap lost HIGH once: 5/6 survived, kept in the table.
+		"swap,,NoLimit,false,6,5,",
+		"swap,,BPF,true,6,6,",
+		"none,,BPF,true,6,6,",
 	} {
-		if !strings.Contains(summary, want) {
-			t.Errorf("summary.csv lacks %q\n%s", want, summary)
+		if !strings.Contains(headline, want) {
+			t.Errorf("headline.csv lacks %q\n%s", want, headline)
 		}
 	}
-	for _, want := range []string{
-		"metric,arm_a,arm_b,n_a,n_b,U,p,note\n",
-		"high_completion_s,BPF,Static,5,4,0,0.015873016,\n", // complete separation, n=5 vs 4
-		"high_completion_s,BPF,NoLimit,5,5,0,0.0079365079,\n",
-		"high_completion_s,BPF,HighOnly,5,5,25,0.0079365079,\n",
-	} {
-		if !strings.Contains(st, want) {
-			t.Errorf("stats.csv lacks %q\n%s", want, st)
-		}
+	sessions := readFile(t, filepath.Join(dir, "sessions.csv"))
+	if !strings.Contains(sessions, "000-b00-Solo_swap,0,0,Solo,swap,,high,high,Medical_Bio_Hard,false,false,false,false,100000,") {
+		t.Errorf("sessions.csv:\n%s", sessions[:min(len(sessions), 800)])
 	}
-	// The excluded BPF run (completion 1000) must not leak into anything.
-	if strings.Contains(summary, "1000") {
-		t.Errorf("excluded run leaked into summary.csv")
+	if !strings.Contains(sessions, "NoLimit,swap,,high,high,Medical_Bio_Hard,true,true,false,false,") {
+		t.Error("the killed NoLimit HIGH session is missing from sessions.csv")
 	}
 	md := readFile(t, filepath.Join(dir, "report.md"))
-	for _, want := range []string{"025-BPF-5", "overlapped HIGH for 0.00 s", "0.25", "7.3.4-memcgbpf", "containerd", "kept up", "| BPF | high | 5 |", "| high | Medical_Bio_Hard | 1015 MB | 500 MB | 167 MB |", "HIGH's scaled trace peak reaches the parent limit", "| 026-BPF-r6 | BPF | no high policy link |", "0.50 s wall (5 trace seconds"} {
+	for _, want := range []string{
+		"**Regime:** reclaim **swap** (/dev/zram0 (lzo-rle, 1000.0 MB)", "**none**", "## Headline", "### Regime swap", "### Regime none",
+		"## What the data show, and what they cannot", "## Where the policy could act", "Regime swap let the policy act: it steered reclaim away from HIGH",
+		"Regime none let the policy act", // the synthetic none regime reclaims too
+		"## The contention plan", "Contention plan: profile synthetic", "kept up", "b06-BPF_swap", "was active for", "099-b07-BPF_swap",
+		"no high policy link", "HighOnly: what differs", "host 1.2 1.0 0.9", "Uncontended)",
+	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report.md lacks %q", want)
 		}
 	}
-	for _, f := range []string{"fig1-completion", "fig2-memory-BPF", "fig2-memory-Solo", "fig3-oom", "fig4-bpf-delays"} {
+	if strings.Index(md, "**Regime:**") > strings.Index(md, "## Headline") || strings.Index(md, "## Headline") > strings.Index(md, "## What the data show") {
+		t.Error("report.md does not open with the regime, then the headline, then the paragraph")
+	}
+	for _, f := range []string{"fig1-high-stall-swap", "fig1-high-stall-none", "fig2-timeline-swap", "fig3-survival-swap", "fig4-bpf-delays-swap"} {
 		for _, ext := range []string{".png", ".svg"} {
 			if fi, err := os.Stat(filepath.Join(dir, f+ext)); err != nil || fi.Size() < 1000 {
 				t.Errorf("%s%s missing or tiny: %v", f, ext, err)
 			}
 		}
 	}
-	ts := readFile(t, filepath.Join(dir, "timeseries.csv"))
-	if n := strings.Count(ts, "\n"); n != 1+5*2*20+21*4*20 {
-		t.Errorf("timeseries.csv has %d lines", n)
-	}
-
-	if err := Check(dir, []string{"Solo", "Static", "NoLimit", "HighOnly", "BPF"}); err != nil {
+	if err := Check(dir, []string{"Solo swap", "NoLimit swap", "BPF none"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := Check(dir, []string{"Fast"}); err == nil || !strings.Contains(err.Error(), "arm Fast") {
-		t.Fatalf("Check accepted a missing arm: %v", err)
+	if err := Check(dir, []string{"Fast swap"}); err == nil || !strings.Contains(err.Error(), "point Fast swap") {
+		t.Fatalf("Check accepted a missing point: %v", err)
 	}
 
-	// `report DIR` again, on the same raw files, reproduces both tables byte for byte.
-	for _, f := range []string{"summary.csv", "stats.csv", "timeseries.csv", "report.md"} {
+	// `report DIR` again, on the same raw files, reproduces every CSV byte for byte.
+	before := map[string]string{}
+	for f := range Headers() {
+		before[f] = readFile(t, filepath.Join(dir, f))
 		os.Remove(filepath.Join(dir, f))
 	}
 	if err := Generate(dir); err != nil {
 		t.Fatal(err)
 	}
-	if got := readFile(t, filepath.Join(dir, "summary.csv")); got != summary {
-		t.Error("summary.csv differs on regeneration")
+	for f, b := range before {
+		if got := readFile(t, filepath.Join(dir, f)); got != b {
+			t.Errorf("%s differs on regeneration", f)
+		}
 	}
-	if got := readFile(t, filepath.Join(dir, "stats.csv")); !bytes.Equal([]byte(got), []byte(st)) {
-		t.Error("stats.csv differs on regeneration")
+	cmp, err := Compare(dir, dir)
+	if err != nil || !strings.Contains(cmp, "## Regime swap") || !strings.Contains(cmp, "| BPF | 6/6") {
+		t.Fatalf("compare: %v\n%s", err, cmp)
+	}
+}
+
+func TestObservationsKeepKilledAndTraces(t *testing.T) {
+	dir := synth(t)
+	runs, err := results.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := Observations(runs)
+	killed, lowTraces := 0, map[string]bool{}
+	for _, o := range obs {
+		if o.Killed {
+			killed++
+		}
+		if o.Role == "low" {
+			lowTraces[o.Trace] = true
+		}
+	}
+	if killed != 1 || len(lowTraces) != 2 {
+		t.Fatalf("killed %d, LOW traces %v", killed, lowTraces)
+	}
+}
+
+func TestGroupsFor(t *testing.T) {
+	pts := []string{"", "gate=70", "gate=80"}
+	if got := groupsFor("", pts); strings.Join(got, "|") != "gate=70|gate=80" {
+		t.Fatalf("NoLimit goes to %q", got)
+	}
+	if got := groupsFor("gate=70", pts); strings.Join(got, "|") != "gate=70" {
+		t.Fatalf("gate=70 goes to %q", got)
+	}
+	if got := groupsFor("", []string{""}); len(got) != 1 || got[0] != "" {
+		t.Fatalf("no sweep: %q", got)
+	}
+}
+
+func TestMedianCI(t *testing.T) {
+	x := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	med, lo, hi, level := MedianCI(x, 0.95)
+	// n=10: (x_(2), x_(9)) covers 1 − 2·P(B ≤ 1) = 1 − 22/1024.
+	if med != 5.5 || lo != 2 || hi != 9 || math.Abs(level-(1-22.0/1024)) > 1e-12 {
+		t.Fatalf("%v %v %v %v", med, lo, hi, level)
+	}
+	med, lo, hi, _ = MedianCI([]float64{1, 2, math.Inf(1)}, 0.95)
+	if med != 2 || lo != 1 || !math.IsInf(hi, 1) {
+		t.Fatalf("with a killed session: %v %v %v", med, lo, hi)
 	}
 }

@@ -59,7 +59,49 @@ type Replay struct {
 	Trace     string    `json:"trace"`
 	Speed     float64   `json:"speed"`
 	MemScale  float64   `json:"mem_scale"`
+
+	DelayS         float64 `json:"delay_s"`
+	Stopped        bool    `json:"stopped"` // a looping session ended by the stop file
+	PageSize       int     `json:"page_size"`
+	Passes         int     `json:"passes"`
+	PeakDueS       float64 `json:"peak_due_s"`
+	PeakReachedS   float64 `json:"peak_reached_s"`
+	PeakLatenessS  float64 `json:"peak_lateness_s"`
+	BusyS          float64 `json:"busy_s"`
+	FilePeakBytes  int64   `json:"file_peak_bytes"`
+	RetouchedBytes int64   `json:"retouched_bytes"`
+	RetouchS       float64 `json:"retouch_s"`
+	RetouchMaxMs   float64 `json:"retouch_max_ms"`
 }
+
+// Pressure is the PSI totals of one resource, in microseconds.
+type Pressure struct {
+	SomeUs int64 `json:"some_total_us"`
+	FullUs int64 `json:"full_total_us"`
+}
+
+// Cgroup is what the kernel says about one cgroup at the end of a run. The
+// cgroups are created empty for every run, so each counter is the run's.
+type Cgroup struct {
+	Events     map[string]int64 `json:"memory_events"`   // low, high, max, oom, oom_kill, oom_group_kill
+	Stat       map[string]int64 `json:"memory_stat"`     // the StatKeys counters
+	Memory     Pressure         `json:"memory_pressure"` // stall totals
+	CPU        Pressure         `json:"cpu_pressure"`
+	CPUStat    map[string]int64 `json:"cpu_stat"` // usage_usec, user_usec, system_usec, nr_throttled, throttled_usec
+	PeakBytes  int64            `json:"memory_peak"`
+	SwapPeak   int64            `json:"memory_swap_peak"`
+	MemoryLow  int64            `json:"memory_low"` // as set by the arm (-1 max)
+	MemoryHigh int64            `json:"memory_high"`
+	MemoryMax  int64            `json:"memory_max"`
+	SwapMax    int64            `json:"memory_swap_max"`
+	ReadErrors []string         `json:"read_errors,omitempty"`
+}
+
+// StatKeys are the memory.stat counters a run keeps: refaults and
+// activations (working-set pressure), swap traffic, faults, reclaim.
+var StatKeys = []string{"anon", "file", "shmem", "workingset_refault_anon", "workingset_refault_file", "workingset_activate_anon",
+	"workingset_activate_file", "workingset_restore_anon", "workingset_restore_file", "pgfault", "pgmajfault", "pswpin", "pswpout",
+	"pgscan", "pgsteal", "pgscan_direct", "pgsteal_direct", "pgscan_kswapd", "pgsteal_kswapd", "zswpout", "zswpin"}
 
 // Session is everything measured about one container in one run.
 type Session struct {
@@ -77,9 +119,15 @@ type Session struct {
 	Signal    int    `json:"signal"` // 9 when killed, from exit code 128+n
 	OOMKilled bool   `json:"oom_killed"`
 	OOMSource string `json:"oom_source,omitempty"` // memory.events oom_kill, runtime, exit 137
+	// TimedOut: still running at the run's deadline (planned length plus
+	// run_timeout_s) and stopped; it did not finish.
+	TimedOut bool `json:"timed_out,omitempty"`
 
 	Events    map[string]int64 `json:"memory_events_delta"` // high, max, oom, oom_kill
 	PeakBytes int64            `json:"memory_peak"`
+	// Kernel is the session cgroup's full record (events, stat, pressure,
+	// CPU), read after the container exited.
+	Kernel Cgroup `json:"kernel"`
 
 	Replay   *Replay          `json:"replay,omitempty"` // nil when no result came back
 	Counters *policy.Counters `json:"bpf_counters,omitempty"`
@@ -89,29 +137,64 @@ type Session struct {
 	ActiveStart float64 `json:"active_start_unix"`
 	ActiveEnd   float64 `json:"active_end_unix"`
 	// OverlapHighS is the overlap of this LOW session's active interval
-	// with HIGH's (seconds); 0 for HIGH.
+	// with HIGH's contention window (seconds); 0 for HIGH.
 	OverlapHighS float64 `json:"overlap_with_high_s"`
+	// Window is what the session was asked to play.
+	Window Window  `json:"window"`
+	DelayS float64 `json:"delay_s"`
+}
+
+// Window mirrors the replay's trace window (trace seconds).
+type Window struct {
+	From   float64 `json:"from_s"`
+	To     float64 `json:"to_s"`
+	Loop   bool    `json:"loop"`
+	Offset float64 `json:"offset_s"`
+	Length float64 `json:"length_s"`
 }
 
 // Run is one execution of one arm.
 type Run struct {
 	ID       string            `json:"id"`
-	Arm      string            `json:"arm"`   // Static, NoLimit, HighOnly, BPF, Solo
-	Label    string            `json:"label"` // arm plus sweep point, e.g. BPF gate=80 delay=200
+	Arm      string            `json:"arm"`     // Solo, Uncontended, Static, StaticPriority, NoLimit, HighOnly, BPF, BPFSeed
+	Reclaim  string            `json:"reclaim"` // none, swap, file
+	Label    string            `json:"label"`   // arm, regime when several, sweep point: "BPF swap gate=80"
 	Params   map[string]string `json:"params,omitempty"`
-	Index    int               `json:"index"` // repetition of this label
-	Order    int               `json:"order"` // position in the interleaved order
-	Speed    float64           `json:"speed"`
-	MemScale float64           `json:"mem_scale"`
-	Runtime  string            `json:"runtime"`
+	Index    int               `json:"index"`    // block (repetition of this label)
+	Block    int               `json:"block"`    // block
+	Position int               `json:"position"` // place in the block's seeded order
+	Order    int               `json:"order"`    // position in the whole experiment
+	// Offsets are the block's LOW window phases (trace seconds).
+	Offsets map[string]float64 `json:"offsets_s,omitempty"`
+	// The planned contention window (wall seconds from the barrier) and
+	// the run's planned length.
+	ContentionStartS float64 `json:"contention_start_s"`
+	ContentionEndS   float64 `json:"contention_end_s"`
+	PlannedS         float64 `json:"planned_s"`
+	Speed            float64 `json:"speed"`
+	MemScale         float64 `json:"mem_scale"`
+	Runtime          string  `json:"runtime"`
 
 	StartUnix float64 `json:"start_unix"`
 	EndUnix   float64 `json:"end_unix"`
 
-	ParentPath  string  `json:"parent_path"`
-	ParentLimit int64   `json:"parent_limit"`
+	ParentPath  string `json:"parent_path"`
+	ParentLimit int64  `json:"parent_limit"` // -1: unlimited (Uncontended)
+	// GateLimit is the limit the gate and utilisation are measured
+	// against: the parent's, or for Uncontended the limit it would have had.
+	GateLimit   int64   `json:"gate_limit"`
 	ParentPeak  int64   `json:"parent_peak"`
-	Utilisation float64 `json:"utilisation"` // time-average of memory.current / limit
+	Utilisation float64 `json:"utilisation"` // time-weighted mean of memory.current / gate_limit over the run
+	Parent      Cgroup  `json:"parent"`
+	// Zram is the swap device's mm_stat change over the run (swap regime).
+	Zram *Zram `json:"zram,omitempty"`
+	// Timing: from the first container create to every replay ready, and
+	// from the last exit to a clean machine; the guest's load average.
+	SetupS    float64 `json:"setup_s"`
+	TeardownS float64 `json:"teardown_s"`
+	LoadAvg   string  `json:"loadavg"`
+	// HighOnly: how often the monitor opened its gate, and its polls.
+	Monitor *MonitorStats `json:"highonly,omitempty"`
 
 	Sessions []string `json:"sessions"` // names; data in session-<name>.json
 
@@ -120,12 +203,30 @@ type Run struct {
 	Error         string `json:"error,omitempty"`
 }
 
+// Zram is a zram device's mm_stat fields (bytes) when it held the most of
+// a run's pages (sampled every 250 ms), minus at the run's start.
+type Zram struct {
+	OrigBytes  int64   `json:"orig_data_size"`
+	ComprBytes int64   `json:"compr_data_size"`
+	UsedBytes  int64   `json:"mem_used_total"`
+	SamePages  int64   `json:"same_pages"`
+	Ratio      float64 `json:"ratio"` // orig / compr of the run's pages then
+}
+
+// MonitorStats is the HighOnly monitor's record of one run.
+type MonitorStats struct {
+	Polls       int     `json:"polls"`
+	Tightenings int     `json:"tightenings"` // gate openings
+	ActiveS     float64 `json:"active_s"`    // time LOW was held at its memory.high
+}
+
 // Sample is one row of a run's time series.
 type Sample struct {
 	Run       string
 	Cgroup    string // session name or "parent"
 	T         float64
 	Current   int64
+	Swap      int64 // memory.swap.current
 	SomeAvg10 float64
 	FullAvg10 float64
 	SomeTotal int64 // µs
@@ -133,11 +234,11 @@ type Sample struct {
 }
 
 // TimeseriesHeader is the header of every timeseries CSV.
-const TimeseriesHeader = "run,cgroup,t_s,memory_current,some_avg10,full_avg10,some_total_us,full_total_us"
+const TimeseriesHeader = "run,cgroup,t_s,memory_current,swap_current,some_avg10,full_avg10,some_total_us,full_total_us"
 
 // Row renders s as a CSV line without newline.
 func (s Sample) Row() string {
-	return fmt.Sprintf("%s,%s,%.3f,%d,%.2f,%.2f,%d,%d", s.Run, s.Cgroup, s.T, s.Current, s.SomeAvg10, s.FullAvg10, s.SomeTotal, s.FullTotal)
+	return fmt.Sprintf("%s,%s,%.3f,%d,%d,%.2f,%.2f,%d,%d", s.Run, s.Cgroup, s.T, s.Current, s.Swap, s.SomeAvg10, s.FullAvg10, s.SomeTotal, s.FullTotal)
 }
 
 // RunData is a loaded run with its sessions.
@@ -255,11 +356,11 @@ func LoadTimeseries(dir, run string) ([]Sample, error) {
 		}
 		var s Sample
 		f := strings.Split(l, ",")
-		if len(f) != 8 {
-			return nil, fmt.Errorf("%s line %d: %d fields, want 8", p, i+1, len(f))
+		if len(f) != 9 {
+			return nil, fmt.Errorf("%s line %d: %d fields, want 9", p, i+1, len(f))
 		}
 		s.Run, s.Cgroup = f[0], f[1]
-		if _, err := fmt.Sscan(strings.Join(f[2:], " "), &s.T, &s.Current, &s.SomeAvg10, &s.FullAvg10, &s.SomeTotal, &s.FullTotal); err != nil {
+		if _, err := fmt.Sscan(strings.Join(f[2:], " "), &s.T, &s.Current, &s.Swap, &s.SomeAvg10, &s.FullAvg10, &s.SomeTotal, &s.FullTotal); err != nil {
 			return nil, fmt.Errorf("%s line %d: %w", p, i+1, err)
 		}
 		out = append(out, s)

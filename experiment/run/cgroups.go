@@ -11,10 +11,11 @@ import (
 	"strings"
 
 	"github.com/agentcg/agentcg/cgroup"
+	"github.com/agentcg/agentcg/experiment/results"
 )
 
 // Tree is the cgroup layout of one run: the shared parent with memory.max
-// and memory.swap.max=0, and one session cgroup per container below it. The
+// and memory.swap.max, and one session cgroup per container below it. The
 // runtime creates the container's own cgroup inside the session cgroup, so
 // the session cgroup outlives the container and keeps its hierarchical
 // memory.events and memory.peak for reading after the exit.
@@ -32,46 +33,63 @@ func (t Tree) SessionDir(name string) string { return filepath.Join(t.Root, t.Pa
 // RuntimeParent is the cgroupfs-form parent a runtime gets for a session.
 func (t Tree) RuntimeParent(name string) string { return "/" + filepath.Join(t.Parent, name) }
 
-// Create makes the parent and the session cgroups with the memory
-// controller enabled below the parent.
-func (t Tree) Create(limit int64, sessions []string) error {
+// Create makes the parent (memory.max = limit, memory.swap.max = swapMax;
+// -1 is max) and the session cgroups, with the memory controller, and the
+// cpu controller where the machine delegates it, enabled below the parent.
+func (t Tree) Create(limit, swapMax int64, sessions []string) error {
 	p := t.ParentDir()
 	if err := os.Mkdir(p, 0o755); err != nil {
 		return fmt.Errorf("create parent cgroup: %w", err)
 	}
-	if err := enable(filepath.Dir(p), "+memory"); err != nil {
+	if err := enable(filepath.Dir(p), "memory", true); err != nil {
 		return err
 	}
-	for _, kv := range [][2]string{{"memory.max", cgroup.FormatBytes(limit)}, {"memory.swap.max", "0"}} {
+	for _, kv := range [][2]string{{"memory.max", cgroup.FormatBytes(limit)}, {"memory.swap.max", cgroup.FormatBytes(swapMax)}} {
 		if err := cgroup.Write(p, kv[0], kv[1]); err != nil {
 			return err
 		}
 	}
-	if err := enable(p, "+memory"); err != nil {
-		return err
-	}
-	for _, s := range sessions {
-		d := t.SessionDir(s)
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return fmt.Errorf("create session cgroup: %w", err)
+	// cpu.stat's usage exists without the controller; cpu.pressure always.
+	_ = enable(filepath.Dir(p), "cpu", false)
+	for _, d := range append([]string{p}, sessionDirs(t, sessions)...) {
+		if d != p {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				return fmt.Errorf("create session cgroup: %w", err)
+			}
 		}
-		if err := enable(d, "+memory"); err != nil {
+		if err := enable(d, "memory", true); err != nil {
 			return err
 		}
+		_ = enable(d, "cpu", false)
 	}
 	return nil
 }
 
-// enable adds a controller to subtree_control unless it is there already.
-func enable(dir, ctl string) error {
+func sessionDirs(t Tree, names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = t.SessionDir(n)
+	}
+	return out
+}
+
+// enable adds a controller to subtree_control unless it is there already;
+// when !must, a controller the parent does not offer is skipped.
+func enable(dir, ctl string, must bool) error {
 	cur, err := cgroup.Read(dir, "cgroup.subtree_control")
 	if err != nil {
 		return err
 	}
-	if slices.Contains(strings.Fields(cur), strings.TrimPrefix(ctl, "+")) {
+	if slices.Contains(strings.Fields(cur), ctl) {
 		return nil
 	}
-	return cgroup.Write(dir, "cgroup.subtree_control", ctl)
+	if !must {
+		avail, err := cgroup.Read(dir, "cgroup.controllers")
+		if err != nil || !slices.Contains(strings.Fields(avail), ctl) {
+			return nil
+		}
+	}
+	return cgroup.Write(dir, "cgroup.subtree_control", "+"+ctl)
 }
 
 // Remove deletes the parent and everything below it, deepest first. Every
@@ -125,16 +143,19 @@ func (t Tree) FindLeaf(session, id string) (string, error) {
 	return "", fmt.Errorf("no cgroup for container %s under %s", id, d)
 }
 
-// Pressure is one memory.pressure reading.
+// Pressure is one PSI reading.
 type Pressure struct {
 	SomeAvg10, FullAvg10 float64
 	SomeTotal, FullTotal int64
 }
 
 // ReadPressure parses memory.pressure ("some avg10=… total=…" and "full …").
-func ReadPressure(dir string) (Pressure, error) {
+func ReadPressure(dir string) (Pressure, error) { return ReadPSI(dir, "memory.pressure") }
+
+// ReadPSI parses a PSI file (memory.pressure, cpu.pressure).
+func ReadPSI(dir, file string) (Pressure, error) {
 	var p Pressure
-	s, err := cgroup.Read(dir, "memory.pressure")
+	s, err := cgroup.Read(dir, file)
 	if err != nil {
 		return p, err
 	}
@@ -165,7 +186,7 @@ func ReadPressure(dir string) (Pressure, error) {
 }
 
 // eventKeys are the memory.events fields a session reports.
-var eventKeys = []string{"low", "high", "max", "oom", "oom_kill"}
+var eventKeys = []string{"low", "high", "max", "oom", "oom_kill", "oom_group_kill"}
 
 // eventDelta subtracts two memory.events readings over eventKeys.
 func eventDelta(before, after map[string]int64) map[string]int64 {
@@ -174,4 +195,66 @@ func eventDelta(before, after map[string]int64) map[string]int64 {
 		out[k] = after[k] - before[k]
 	}
 	return out
+}
+
+// cpuKeys are the cpu.stat fields a run keeps.
+var cpuKeys = []string{"usage_usec", "user_usec", "system_usec", "nr_throttled", "throttled_usec"}
+
+// ReadCgroup reads the end-of-run record of a cgroup that was created
+// empty for the run, so every counter is the run's. Files the kernel lacks
+// are listed in ReadErrors rather than failing the run.
+func ReadCgroup(dir string) results.Cgroup {
+	c := results.Cgroup{Events: map[string]int64{}, Stat: map[string]int64{}, CPUStat: map[string]int64{},
+		MemoryLow: 0, MemoryHigh: cgroup.Max, MemoryMax: cgroup.Max, SwapMax: cgroup.Max}
+	fail := func(err error) {
+		if err != nil {
+			c.ReadErrors = append(c.ReadErrors, err.Error())
+		}
+	}
+	ev, err := cgroup.ReadKeyed(dir, "memory.events")
+	fail(err)
+	c.Events = eventDelta(nil, ev)
+	st, err := cgroup.ReadKeyed(dir, "memory.stat")
+	fail(err)
+	for _, k := range results.StatKeys {
+		if v, ok := st[k]; ok {
+			c.Stat[k] = v
+		}
+	}
+	cs, err := cgroup.ReadKeyed(dir, "cpu.stat")
+	fail(err)
+	for _, k := range cpuKeys {
+		if v, ok := cs[k]; ok {
+			c.CPUStat[k] = v
+		}
+	}
+	mp, err := ReadPSI(dir, "memory.pressure")
+	fail(err)
+	c.Memory = results.Pressure{SomeUs: mp.SomeTotal, FullUs: mp.FullTotal}
+	cp, err := ReadPSI(dir, "cpu.pressure")
+	fail(err)
+	c.CPU = results.Pressure{SomeUs: cp.SomeTotal, FullUs: cp.FullTotal}
+	for _, f := range []struct {
+		name string
+		v    *int64
+	}{{"memory.peak", &c.PeakBytes}, {"memory.swap.peak", &c.SwapPeak}, {"memory.low", &c.MemoryLow},
+		{"memory.high", &c.MemoryHigh}, {"memory.max", &c.MemoryMax}, {"memory.swap.max", &c.SwapMax}} {
+		v, err := cgroup.ReadBytes(dir, f.name)
+		fail(err)
+		if err == nil {
+			*f.v = v
+		}
+	}
+	return c
+}
+
+// NearestLimited returns the closest ancestor of dir (dir excluded) below
+// root whose memory.max is set, and that limit; "" when none is.
+func NearestLimited(root, dir string) (string, int64) {
+	for d := filepath.Dir(dir); strings.HasPrefix(d, root) && d != root; d = filepath.Dir(d) {
+		if v, err := cgroup.ReadBytes(d, "memory.max"); err == nil && v >= 0 {
+			return d, v
+		}
+	}
+	return "", cgroup.Max
 }

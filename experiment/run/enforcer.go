@@ -17,6 +17,7 @@ import (
 	"github.com/agentcg/agentcg/enroll"
 	"github.com/agentcg/agentcg/experiment/config"
 	"github.com/agentcg/agentcg/experiment/results"
+	"github.com/agentcg/agentcg/plugin"
 	"github.com/agentcg/agentcg/policy"
 )
 
@@ -76,6 +77,8 @@ func agentcgConfig(p config.Point, base policy.Config, hookLog string) enroll.Co
 	c.FailMode = enroll.FailClosed
 	pc := p.Policy
 	pc.PinDir = base.WithDefaults().PinDir
+	// Growth is measured in the scaled replay's bytes.
+	pc.HighGrowthBytes = uint64(float64(pc.HighGrowthBytes) * p.MemScale)
 	c.Policy = pc
 	c.HookLog = hookLog
 	return c
@@ -99,30 +102,66 @@ func (e *BPFEnforcer) Prepare(ctx context.Context, p config.Point, logDir string
 		if pid := runningPlugin(); pid != 0 {
 			return fmt.Errorf("agentcg-nri already runs (pid %d): stop it so the experiment can start one per BPF point with that point's knobs", pid)
 		}
-		logf, err := os.Create(filepath.Join(logDir, "agentcg-nri.log"))
-		if err != nil {
-			return err
+		// agentcg-nri locks a file in its state dir and does not create it.
+		if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+			return fmt.Errorf("agentcg-nri state dir: %w", err)
 		}
-		cmd := exec.Command(e.PluginPath, "--config", path)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			return fmt.Errorf("start %s: %w", e.PluginPath, err)
+		var err error
+		// Under a loaded TCG guest the plugin's NRI registration can time
+		// out; it then exits, and one more start usually makes it.
+		for attempt := range 2 {
+			if err = e.startPlugin(ctx, path, cfg.StateDir, filepath.Join(logDir, fmt.Sprintf("agentcg-nri-%d.log", attempt))); err == nil || ctx.Err() != nil {
+				return err
+			}
+			if e.Log != nil {
+				e.Log.Warn("agentcg-nri did not connect; starting it again", "err", err)
+			}
 		}
-		e.plugin, e.pluginErr = cmd, make(chan error, 1)
-		go func() { e.pluginErr <- cmd.Wait(); logf.Close() }()
-		// NRI registration is quick; a plugin that dies at once is an error.
+		return err
+	}
+	return fmt.Errorf("runtime %q", e.Runtime)
+}
+
+// pluginConnectTimeout bounds the wait for agentcg-nri to register with
+// containerd and synchronise.
+const pluginConnectTimeout = 90 * time.Second
+
+// startPlugin starts agentcg-nri and waits until its status file says it
+// is connected: containers created before that would start without it.
+func (e *BPFEnforcer) startPlugin(ctx context.Context, config, stateDir, logPath string) error {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(e.PluginPath, "--config", config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", e.PluginPath, err)
+	}
+	e.plugin, e.pluginErr = cmd, make(chan error, 1)
+	go func() { e.pluginErr <- cmd.Wait(); logf.Close() }()
+	status := plugin.StatusPath(stateDir)
+	deadline := time.After(pluginConnectTimeout)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if st, err := plugin.ReadStatus(status); err == nil && st.Pid == cmd.Process.Pid && st.Connected {
+			return nil
+		}
 		select {
 		case err := <-e.pluginErr:
 			e.plugin = nil
-			return fmt.Errorf("agentcg-nri exited at start (%v): see %s", err, logf.Name())
-		case <-time.After(2 * time.Second):
-			return nil
+			return fmt.Errorf("agentcg-nri exited before it connected (%v): see %s", err, logPath)
+		case <-deadline:
+			e.Done(context.WithoutCancel(ctx))
+			return fmt.Errorf("agentcg-nri did not connect to containerd within %v: see %s", pluginConnectTimeout, logPath)
 		case <-ctx.Done():
+			e.Done(context.WithoutCancel(ctx))
 			return ctx.Err()
+		case <-tick.C:
 		}
 	}
-	return fmt.Errorf("runtime %q", e.Runtime)
 }
 
 func (e *BPFEnforcer) Done(ctx context.Context) error {

@@ -8,22 +8,26 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strings"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/agentcg/agentcg/bpf"
 	"github.com/agentcg/agentcg/cgroup"
 	"github.com/agentcg/agentcg/experiment/config"
+	"github.com/agentcg/agentcg/experiment/contention"
 	"github.com/agentcg/agentcg/experiment/report"
 	"github.com/agentcg/agentcg/experiment/results"
 	"github.com/agentcg/agentcg/experiment/run"
 	crt "github.com/agentcg/agentcg/experiment/runtime"
 	"github.com/agentcg/agentcg/internal/vmtest"
+	"github.com/agentcg/agentcg/policy"
+	"github.com/agentcg/agentcg/replayimage/trace"
 )
 
 // setup builds an orchestrator over the real runtime, kernel and (for the
-// BPF arm) the real agentcg-nri plugin or docker hook.
+// BPF arms) the real agentcg-nri plugin or docker hook, on the smoke profile.
 func setup(t *testing.T, rtName string, mut func(*config.Config)) (*run.Orchestrator, func()) {
 	t.Helper()
 	vmtest.Require(t)
@@ -32,10 +36,12 @@ func setup(t *testing.T, rtName string, mut func(*config.Config)) (*run.Orchestr
 		t.Fatal(err)
 	}
 	cfg.Runtime = rtName
-	cfg.MemScale, cfg.Speed = 0.05, 50
 	cfg.TraceDir = filepath.Join(vmtest.Src(t), "replayimage", "traces")
 	if mut != nil {
 		mut(&cfg)
+	}
+	if cfg.ParentLimitBytes == 0 {
+		cfg.ParentLimitBytes = 4_300_000_000
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -50,16 +56,28 @@ func setup(t *testing.T, rtName string, mut func(*config.Config)) (*run.Orchestr
 	if err := results.WriteJSON(filepath.Join(dir, "config.json"), cfg); err != nil {
 		t.Fatal(err)
 	}
+	if err := results.WriteJSON(filepath.Join(dir, "env.json"), results.Env{KernelRelease: "vmtest", Runtime: rtName, Where: "vm", Reclaim: []string{"swap", "file", "none"}}); err != nil {
+		t.Fatal(err)
+	}
 	o := &run.Orchestrator{Cfg: cfg, Dir: dir, Runtime: rt, Tree: run.Tree{Root: cgroup.Root, Parent: cfg.CgroupParent},
-		OutRoot: t.TempDir(), Log: slog.Default()}
+		OutRoot: t.TempDir(), Log: slog.Default(), Zram: &run.Zram{}, Estimate: contention.DefaultEstimate}
 	closers := []func(){func() { rt.Close() }}
-	if slices.Contains(cfg.Arms, config.ArmBPF) {
-		e, err := run.NewBPFEnforcer(run.BPFEnforcer{Runtime: rtName, PluginPath: filepath.Join(vmtest.Src(t), "bin", "agentcg-nri"), Base: cfg.Policy, Log: slog.Default()})
-		if err != nil {
-			t.Fatal(err)
+	for _, p := range cfg.Points() {
+		if config.IsBPF(p.Arm) && o.Enforcer == nil {
+			e, err := run.NewBPFEnforcer(run.BPFEnforcer{Runtime: rtName, PluginPath: filepath.Join(vmtest.Src(t), "bin", "agentcg-nri"), Base: cfg.Policy, Log: slog.Default()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Enforcer = e
+			closers = append(closers, func() { e.Close() })
 		}
-		o.Enforcer = e
-		closers = append(closers, func() { e.Close() })
+	}
+	plan, err := o.Prepare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := results.WriteJSON(filepath.Join(dir, "plan.json"), plan); err != nil {
+		t.Fatal(err)
 	}
 	return o, func() {
 		for _, c := range closers {
@@ -82,17 +100,27 @@ func assertClean(t *testing.T, o *run.Orchestrator) {
 	}
 }
 
-// TestSmokeEndToEnd runs the smoke profile on both runtimes: every arm
-// produces a finished run, and report writes every file.
+// TestSmokeEndToEnd runs the smoke profile (every arm under swap, BPF
+// under file, NoLimit under none) on containerd, and the arms that differ
+// by front door (the hook instead of the plugin) on docker: every point
+// produces a finished run, the kernel's records are there, and report
+// writes every file that check wants.
 func TestSmokeEndToEnd(t *testing.T) {
 	for _, rtName := range []string{"containerd", "docker"} {
 		t.Run(rtName, func(t *testing.T) {
-			o, done := setup(t, rtName, nil)
+			o, done := setup(t, rtName, func(c *config.Config) {
+				if rtName == "docker" {
+					c.Regimes = []config.Regime{{Reclaim: config.ReclaimSwap, Arms: []string{config.ArmNoLimit, config.ArmBPF, config.ArmBPFSeed}}}
+				}
+			})
 			defer done()
 			if err := o.Execute(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			assertClean(t, o)
+			if n := run.ActiveSwapBytes(); n != 0 {
+				t.Errorf("%d bytes of swap still active after the experiment", n)
+			}
 			if err := report.Generate(o.Dir); err != nil {
 				t.Fatal(err)
 			}
@@ -100,36 +128,147 @@ func TestSmokeEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			arms := map[string]bool{}
+			labels := map[string]bool{}
 			for _, r := range runs {
-				arms[r.Run.Arm] = true
+				labels[r.Run.Label] = true
 				if len(r.Sessions) == 0 {
 					t.Errorf("run %s has no sessions", r.Run.ID)
 				}
+				if r.Run.Parent.Events == nil || r.Run.SetupS <= 0 {
+					t.Errorf("run %s: no parent record or setup time: %+v", r.Run.ID, r.Run)
+				}
+				if r.Run.Reclaim == config.ReclaimSwap && (r.Run.Zram == nil || r.Run.ParentLimit == 0) {
+					t.Errorf("run %s: swap regime without zram stats", r.Run.ID)
+				}
 				for _, s := range r.Sessions {
-					if s.CgroupID == 0 || s.Events == nil {
-						t.Errorf("run %s session %s: no cgroup id or events: %+v", r.Run.ID, s.Name, s)
+					if s.CgroupID == 0 || s.Events == nil || s.Kernel.Stat == nil {
+						t.Errorf("run %s session %s: no cgroup id, events or memory.stat: %+v", r.Run.ID, s.Name, s)
 					}
-					if r.Run.Arm == config.ArmBPF && s.Counters == nil {
+					if s.Replay == nil {
+						t.Errorf("run %s session %s: no replay result", r.Run.ID, s.Name)
+					} else if s.Role == results.RoleLow && s.Replay.Complete && !s.Replay.Stopped {
+						t.Errorf("run %s session %s: a looping LOW was not ended by the stop file", r.Run.ID, s.Name)
+					}
+					if config.IsBPF(r.Run.Arm) && s.Counters == nil {
 						t.Errorf("run %s session %s: no BPF counters", r.Run.ID, s.Name)
 					}
 				}
 			}
-			for _, a := range append([]string{results.ArmSolo}, config.AllArms...) {
-				if !arms[a] {
-					t.Errorf("arm %s produced no run", a)
+			var want []string
+			for _, p := range o.Cfg.Points() {
+				want = append(want, p.Label)
+				if !labels[p.Label] {
+					t.Errorf("point %s produced no run", p.Label)
 				}
 			}
-			for _, f := range []string{"config.json", "summary.csv", "stats.csv", "timeseries.csv", "report.md", "fig1-completion.png", "fig1-completion.svg", "fig3-oom.png"} {
-				if fi, err := os.Stat(filepath.Join(o.Dir, f)); err != nil || fi.Size() == 0 {
-					t.Errorf("%s missing or empty", f)
-				}
-			}
-			ts, _ := os.ReadFile(filepath.Join(o.Dir, "timeseries.csv"))
-			if strings.Count(string(ts), "\n") < 20 {
-				t.Errorf("timeseries.csv has too few samples")
+			if err := report.Check(o.Dir, want); err != nil {
+				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestReclaimSteering is the mechanism the swap regime exists for: with
+// zram on and a parent limit below what LOW holds plus what HIGH writes,
+// reclaim takes both sessions' pages when no policy is attached, and LOW's
+// alone when HIGH carries the high ops (below_low) and LOW the low ops.
+func TestReclaimSteering(t *testing.T) {
+	vmtest.Require(t)
+	if run.ActiveSwapBytes() > 0 {
+		t.Skip("a swap device is already active in this guest")
+	}
+	z := &run.Zram{}
+	if _, err := z.Setup(context.Background(), 512<<20, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer z.Teardown()
+	replayBin := filepath.Join(vmtest.Src(t), "bin", "agentcg-replay")
+	const (
+		limit = 150_000_000 // the parent
+		low   = 100_000_000 // LOW holds this
+		high  = 125_000_000 // then HIGH writes this
+	)
+	measure := func(t *testing.T, withOps bool) (highSwap, lowSwap int64) {
+		parent := vmtest.NewCgroup(t, "agentcg-steer", "memory.max", strconv.Itoa(limit), "memory.swap.max", "max", "cgroup.subtree_control", "+memory")
+		hdir, ldir := filepath.Join(parent, "high"), filepath.Join(parent, "low")
+		for _, d := range []string{hdir, ldir} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if withOps {
+			pol, err := bpf.Load(bpf.Options{Config: policy.DefaultConfig(), Logger: slog.Default()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pol.Close()
+			defer pol.DetachAll(context.Background())
+			for _, a := range []struct {
+				dir  string
+				prio policy.Priority
+			}{{hdir, policy.High}, {ldir, policy.Low}} {
+				if _, err := pol.Attach(context.Background(), a.dir, a.prio); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		start := func(dir string, bytes int64, hold string) *exec.Cmd {
+			fd, err := os.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fd.Close()
+			cmd := exec.Command(replayBin, "rate", "--bytes", strconv.FormatInt(bytes, 10), "--random-share", "0.33", "--hold", hold)
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			return cmd
+		}
+		lp := start(ldir, low, "120s")
+		defer func() { lp.Process.Kill(); lp.Wait() }()
+		waitFor(t, func() bool { v, _ := cgroup.ReadBytes(ldir, "memory.current"); return v >= low*95/100 }, "LOW to fill")
+		hp := start(hdir, high, "5s")
+		defer func() { hp.Process.Kill(); hp.Wait() }()
+		waitFor(t, func() bool {
+			v, _ := cgroup.ReadBytes(hdir, "memory.current")
+			s, _ := cgroup.ReadBytes(hdir, "memory.swap.current")
+			return v+s >= high*95/100
+		}, "HIGH to fill")
+		highSwap, _ = cgroup.ReadBytes(hdir, "memory.swap.current")
+		lowSwap, _ = cgroup.ReadBytes(ldir, "memory.swap.current")
+		hc, _ := cgroup.ReadBytes(hdir, "memory.current")
+		lc, _ := cgroup.ReadBytes(ldir, "memory.current")
+		t.Logf("ops=%v: HIGH %.1f MB resident %.1f MB swapped, LOW %.1f MB resident %.1f MB swapped (parent %d MB, LOW %d MB, HIGH %d MB)",
+			withOps, float64(hc)/1e6, float64(highSwap)/1e6, float64(lc)/1e6, float64(lowSwap)/1e6, limit/1000000, low/1000000, high/1000000)
+		return highSwap, lowSwap
+	}
+	var noOpsHigh, noOpsLow int64
+	t.Run("without ops both are reclaimed", func(t *testing.T) {
+		noOpsHigh, noOpsLow = measure(t, false)
+		if noOpsLow < 10e6 || noOpsHigh < 10e6 {
+			t.Errorf("HIGH swapped %d, LOW %d: want both at least 10 MB without ops", noOpsHigh, noOpsLow)
+		}
+	})
+	t.Run("with HIGH's ops only LOW is reclaimed", func(t *testing.T) {
+		h, l := measure(t, true)
+		if h > 5e6 || l < 60e6 {
+			t.Errorf("HIGH swapped %d, LOW %d: want HIGH near 0 (under 5 MB) and LOW at least 60 MB", h, l)
+		}
+		if l <= noOpsLow {
+			t.Errorf("LOW swapped %d with ops, %d without: want more with ops", l, noOpsLow)
+		}
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -138,7 +277,7 @@ func TestSmokeEndToEnd(t *testing.T) {
 // say so from memory.events.
 func TestStaticForcedOOM(t *testing.T) {
 	o, done := setup(t, "containerd", func(c *config.Config) {
-		c.Arms, c.Solo = []string{config.ArmStatic}, false
+		c.Arms, c.Regimes = []string{config.ArmStatic}, []config.Regime{{Reclaim: config.ReclaimNone}}
 		c.ParentLimitBytes = 2_000_000_000 // ×0.05 = 100 MB, 33 MB each; HIGH peaks at 203 MB
 	})
 	defer done()
@@ -167,7 +306,8 @@ func TestInterruptAndResume(t *testing.T) {
 	// The orchestrator here only serves the clean-state checks.
 	o, done := setup(t, "containerd", func(c *config.Config) {
 		// No BPF arm: this tests the orchestrator's cleanup, not the plugin.
-		c.Arms, c.Runs, c.Solo = []string{config.ArmNoLimit, config.ArmStatic}, 1, false
+		c.Arms, c.Runs = []string{config.ArmNoLimit, config.ArmStatic}, 1
+		c.Regimes = []config.Regime{{Reclaim: config.ReclaimNone}}
 	})
 	defer done()
 	cfgFile := filepath.Join(t.TempDir(), "interrupt.yaml")
@@ -182,7 +322,11 @@ func TestInterruptAndResume(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	plan := o.Cfg.Plan()
+	periods, err := contention.Periods(o.Cfg, mustTraces(t, o.Cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := o.Cfg.Plan(periods)
 	deadline := time.Now().Add(10 * time.Minute)
 	var dir string
 	for { // wait until the second run's HIGH container is up
@@ -209,6 +353,9 @@ func TestInterruptAndResume(t *testing.T) {
 		t.Fatal("agentcg experiment run exited 0 after SIGINT")
 	}
 	assertClean(t, o)
+	if n := run.ActiveSwapBytes(); n != 0 {
+		t.Errorf("%d bytes of swap still active after the interrupt", n)
+	}
 	if results.Finished(dir, plan[1].ID) {
 		t.Fatal("the interrupted run was recorded as finished")
 	}
@@ -223,4 +370,13 @@ func TestInterruptAndResume(t *testing.T) {
 		}
 	}
 	assertClean(t, o)
+}
+
+func mustTraces(t *testing.T, c config.Config) map[string]*trace.Trace {
+	t.Helper()
+	tr, err := contention.LoadTraces(c.TraceDir, c.Sessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentcg/agentcg/cgroup"
 	"github.com/agentcg/agentcg/experiment/results"
+	"github.com/agentcg/agentcg/experiment/stats"
 	"github.com/agentcg/agentcg/policy"
 )
 
@@ -57,7 +58,11 @@ func (s *Sampler) sample(ctx context.Context, i int) {
 			continue // not there (yet or any more)
 		}
 		p, _ := ReadPressure(c.Dir)
-		batch = append(batch, results.Sample{Run: s.RunID, Cgroup: c.Name, T: now.Sub(s.Zero).Seconds(), Current: cur,
+		sw, err := cgroup.ReadBytes(c.Dir, "memory.swap.current")
+		if err != nil {
+			sw = 0
+		}
+		batch = append(batch, results.Sample{Run: s.RunID, Cgroup: c.Name, T: now.Sub(s.Zero).Seconds(), Current: cur, Swap: sw,
 			SomeAvg10: p.SomeAvg10, FullAvg10: p.FullAvg10, SomeTotal: p.SomeTotal, FullTotal: p.FullTotal})
 	}
 	var ctrs map[uint64]policy.Counters
@@ -87,19 +92,23 @@ func (s *Sampler) Counters() map[uint64]policy.Counters {
 	return maps.Clone(s.counters)
 }
 
-// Utilisation is the time-average of the named cgroup's usage over limit
-// for samples with from ≤ t ≤ to (samples are equally spaced).
+// Utilisation is the time-weighted mean (stats.TimeWeightedMean,
+// trapezoids between samples) of the named cgroup's usage over limit on
+// [from, to]: samples are not equally spaced when the machine is busy.
 func Utilisation(samples []results.Sample, name string, limit int64, from, to float64) float64 {
-	var sum float64
-	n := 0
-	for _, s := range samples {
-		if s.Cgroup == name && s.T >= from && s.T <= to {
-			sum += float64(s.Current) / float64(limit)
-			n++
-		}
-	}
-	if n == 0 || limit <= 0 {
+	if limit <= 0 {
 		return 0
 	}
-	return sum / float64(n)
+	var t, v []float64
+	for _, s := range samples {
+		if s.Cgroup == name && s.T >= from && s.T <= to && (len(t) == 0 || s.T > t[len(t)-1]) {
+			t = append(t, s.T)
+			v = append(v, float64(s.Current)/float64(limit))
+		}
+	}
+	u, err := stats.TimeWeightedMean(t, v)
+	if err != nil {
+		return 0
+	}
+	return u
 }

@@ -56,10 +56,14 @@ func (c *CRI) Versions(ctx context.Context) (map[string]string, error) {
 func (c *CRI) Create(ctx context.Context, s Spec) (string, error) {
 	labels := map[string]string{Label: "1"}
 	podCfg := &cri.PodSandboxConfig{
-		Metadata:    &cri.PodSandboxMetadata{Name: s.Name, Uid: s.Name, Namespace: CRINamespace},
-		Labels:      labels,
-		Annotations: s.Annotations,
-		Linux:       &cri.LinuxPodSandboxConfig{CgroupParent: s.CgroupParent},
+		Metadata:     &cri.PodSandboxMetadata{Name: s.Name, Uid: s.Name, Namespace: CRINamespace},
+		Labels:       labels,
+		Annotations:  s.Annotations,
+		LogDirectory: s.LogDir,
+		Linux: &cri.LinuxPodSandboxConfig{CgroupParent: s.CgroupParent,
+			// Host networking: no CNI setup per pod (under TCG it took
+			// longer than the container itself); the replay needs no network.
+			SecurityContext: &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
 	}
 	pod, err := c.rs.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: podCfg})
 	if err != nil {
@@ -67,7 +71,7 @@ func (c *CRI) Create(ctx context.Context, s Spec) (string, error) {
 	}
 	var mounts []*cri.Mount
 	for _, b := range s.Binds {
-		mounts = append(mounts, &cri.Mount{HostPath: b.Host, ContainerPath: b.Container})
+		mounts = append(mounts, &cri.Mount{HostPath: b.Host, ContainerPath: b.Container, Readonly: b.ReadOnly})
 	}
 	ctr, err := c.rs.CreateContainer(ctx, &cri.CreateContainerRequest{
 		PodSandboxId: pod.PodSandboxId,
@@ -78,6 +82,7 @@ func (c *CRI) Create(ctx context.Context, s Spec) (string, error) {
 			Labels:      labels,
 			Annotations: s.Annotations,
 			Mounts:      mounts,
+			LogPath:     logPath(s),
 		},
 		SandboxConfig: podCfg,
 	})
@@ -123,6 +128,13 @@ func (c *CRI) Wait(ctx context.Context, id string) (Exit, error) {
 	}
 }
 
+func (c *CRI) Stop(ctx context.Context, id string, grace time.Duration) error {
+	if _, err := c.rs.StopContainer(ctx, &cri.StopContainerRequest{ContainerId: id, Timeout: int64(grace.Seconds())}); err != nil {
+		return fmt.Errorf("cri stop %s: %w", id, err)
+	}
+	return nil
+}
+
 func (c *CRI) Remove(ctx context.Context, id string) error {
 	c.mu.Lock()
 	pod, ok := c.pods[id]
@@ -162,4 +174,11 @@ func (c *CRI) RemoveAll(ctx context.Context) (int, error) {
 	clear(c.pods)
 	c.mu.Unlock()
 	return len(l.Items), errors.Join(errs...)
+}
+
+func logPath(s Spec) string {
+	if s.LogDir == "" {
+		return ""
+	}
+	return s.Name + ".log"
 }

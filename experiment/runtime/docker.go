@@ -53,7 +53,11 @@ func (d *Docker) Create(ctx context.Context, s Spec) (string, error) {
 	}
 	var binds []string
 	for _, b := range s.Binds {
-		binds = append(binds, b.Host+":"+b.Container)
+		v := b.Host + ":" + b.Container
+		if b.ReadOnly {
+			v += ":ro"
+		}
+		binds = append(binds, v)
 	}
 	r, err := d.c.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: s.Name,
@@ -104,6 +108,14 @@ func (d *Docker) Wait(ctx context.Context, id string) (Exit, error) {
 	e.StartedAt, _ = time.Parse(time.RFC3339Nano, st.StartedAt)
 	e.FinishedAt, _ = time.Parse(time.RFC3339Nano, st.FinishedAt)
 	return e, nil
+}
+
+func (d *Docker) Stop(ctx context.Context, id string, grace time.Duration) error {
+	secs := int(grace.Seconds())
+	if _, err := d.c.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &secs}); err != nil {
+		return fmt.Errorf("docker stop %s: %w", id, err)
+	}
+	return nil
 }
 
 func (d *Docker) Remove(ctx context.Context, id string) error {

@@ -14,8 +14,11 @@ import (
 // finds leftovers of an interrupted run.
 const Label = "agentcg.experiment"
 
-// Bind is a host folder mounted into the container.
-type Bind struct{ Host, Container string }
+// Bind is a host folder or file mounted into the container.
+type Bind struct {
+	Host, Container string
+	ReadOnly        bool
+}
 
 // Spec describes one session container.
 type Spec struct {
@@ -27,6 +30,9 @@ type Spec struct {
 	// cgroup is created right below it.
 	CgroupParent string
 	Binds        []Bind
+	// LogDir, when set, receives the container's output as <Name>.log
+	// (CRI; docker keeps its own logs).
+	LogDir string
 }
 
 // Exit is how a container ended.
@@ -49,6 +55,8 @@ type Runtime interface {
 	Start(ctx context.Context, id string) error
 	// Wait blocks until the container exits.
 	Wait(ctx context.Context, id string) (Exit, error)
+	// Stop sends SIGTERM and, after grace, SIGKILL.
+	Stop(ctx context.Context, id string, grace time.Duration) error
 	// Remove force-removes the container (and its pod).
 	Remove(ctx context.Context, id string) error
 	// RemoveAll removes every container and pod carrying Label and says how many.

@@ -40,6 +40,10 @@ type Options struct {
 	// start (arena mapped, file opened), just before it waits.
 	StartFile string
 	ReadyFile string
+	// StopFile, when set, ends the replay as complete once it exists
+	// (checked at every step and every 50 ms while waiting): a looping
+	// session runs until the session that sets the run's length is done.
+	StopFile string
 	// Delay postpones step 0 by this much after the start.
 	Delay time.Duration
 
@@ -133,6 +137,7 @@ type Result struct {
 	// How the memory was made, and the window played.
 	Window      trace.Window `json:"window"`
 	DelayS      float64      `json:"delay_s"`
+	Stopped     bool         `json:"stopped"` // ended by the stop file (complete, before the schedule's end)
 	RandomShare float64      `json:"random_share"`
 	FileShare   float64      `json:"file_share"`
 	RetouchPerS float64      `json:"retouch_per_s"`
@@ -340,7 +345,8 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 		monoBase = ts.Nano()
 	}
 	mono := func(t time.Time) int64 { return monoBase + int64(t.Sub(start)) }
-	rt := &retoucher{rate: opt.RetouchPerS, last: start, anon: arena, file: file}
+	rt := &retoucher{rate: opt.RetouchPerS, last: start, anon: arena, file: file, stopFile: opt.StopFile}
+	var lastLag time.Duration
 	finish := func(end time.Time) {
 		res.CompletionS = end.Sub(start).Seconds()
 		res.EndUnix = unixSeconds(end)
@@ -360,9 +366,27 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 		res.RetouchMaxMs = float64(rt.maxBatch) / float64(time.Millisecond)
 	}
 
+	stopped := func() *Result {
+		finish(time.Now())
+		res.Complete, res.Stopped = true, true
+		// The schedule reached so far is the ideal; the lag is how far
+		// behind it the last step began.
+		res.LagS = lastLag.Seconds()
+		res.IdealS = max(0, res.CompletionS-res.LagS)
+		res.Slowdown = 0
+		if res.IdealS > 0 {
+			res.Slowdown = res.CompletionS / res.IdealS
+		}
+		return res
+	}
 	for i, at := range plan.At {
+		if rt.stopRequested() {
+			return stopped(), nil
+		}
 		if !opt.Unpaced {
-			if err := rt.idleUntil(ctx, start.Add(at)); err != nil {
+			if err := rt.idleUntil(ctx, start.Add(at)); errors.Is(err, errStopped) {
+				return stopped(), nil
+			} else if err != nil {
 				res.Interrupted = err.Error()
 				finish(time.Now())
 				return res, nil
@@ -408,6 +432,7 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 		if !opt.Unpaced {
 			lag = max(0, t0.Sub(start.Add(at)))
 			maxLag = max(maxLag, lag)
+			lastLag = lag
 		}
 		if enc != nil {
 			_ = enc.Encode(Step{
@@ -469,6 +494,7 @@ const retouchTick = 50 * time.Millisecond
 // through anonymous and file pages in proportion to their residency.
 type retoucher struct {
 	rate     float64
+	stopFile string
 	anon     *Arena
 	file     *FileArena
 	last     time.Time
@@ -480,9 +506,22 @@ type retoucher struct {
 	maxBatch time.Duration
 }
 
-// idleUntil waits for deadline, re-reading the working set meanwhile.
+// errStopped: the stop file appeared.
+var errStopped = errors.New("stopped by the stop file")
+
+// stopRequested reports whether the stop file exists.
+func (r *retoucher) stopRequested() bool {
+	if r.stopFile == "" {
+		return false
+	}
+	_, err := os.Stat(r.stopFile)
+	return err == nil
+}
+
+// idleUntil waits for deadline, re-reading the working set meanwhile and
+// watching for the stop file.
 func (r *retoucher) idleUntil(ctx context.Context, deadline time.Time) error {
-	if r.rate == 0 {
+	if r.rate == 0 && r.stopFile == "" {
 		return sleepUntil(ctx, deadline)
 	}
 	for {
@@ -490,7 +529,12 @@ func (r *retoucher) idleUntil(ctx context.Context, deadline time.Time) error {
 		if !now.Before(deadline) {
 			return ctx.Err()
 		}
-		r.step(now)
+		if r.stopRequested() {
+			return errStopped
+		}
+		if r.rate > 0 {
+			r.step(now)
+		}
 		if err := sleepUntil(ctx, minTime(deadline, time.Now().Add(retouchTick))); err != nil {
 			return err
 		}

@@ -167,3 +167,16 @@ func WriteContentFile(path string, size int64, c *Content) error {
 	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 	return f.Close()
 }
+
+// DropCache evicts a file's clean pages from the page cache.
+func DropCache(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("fadvise(DONTNEED) %s: %w", path, err)
+	}
+	return nil
+}

@@ -14,6 +14,9 @@ type RateOptions struct {
 	RandomShare float64 // as Options.RandomShare
 	FilePath    string  // measure page-cache reads of this file instead of anonymous memory
 	Rereads     int
+	// Hold keeps the memory this long after the rereads (tests reclaim
+	// against a session that holds its memory).
+	Hold time.Duration
 }
 
 // RateResult is what MeasureRate saw. Under a memory.max below Bytes, the
@@ -78,6 +81,11 @@ func MeasureRate(ctx context.Context, o RateOptions) (RateResult, error) {
 		d := time.Since(t0).Seconds()
 		r.RereadS = append(r.RereadS, d)
 		r.RereadBytesPerS = float64(o.Bytes) / d
+	}
+	if o.Hold > 0 {
+		if err := sleepUntil(ctx, time.Now().Add(o.Hold)); err != nil {
+			return r, err
+		}
 	}
 	return r, ctx.Err()
 }

@@ -178,3 +178,22 @@ func TestStartFileBarrier(t *testing.T) {
 		t.Errorf("delay %v complete %v", res.DelayS, res.Complete)
 	}
 }
+
+// A looping replay ends, complete and marked stopped, when its stop file
+// appears, long before its schedule ends.
+func TestStopFile(t *testing.T) {
+	stop := filepath.Join(t.TempDir(), "stop")
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		os.WriteFile(stop, nil, 0o644)
+	}()
+	t0 := time.Now()
+	res, err := Run(context.Background(), synthetic(t, []int64{1e6, 2e6, 3e6}, nil), Options{
+		Speed: 1, MemScale: 1, StopFile: stop, Window: trace.Window{Loop: true, Length: 600}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Complete || !res.Stopped || time.Since(t0) > 30*time.Second || res.Passes < 1 {
+		t.Fatalf("complete %v stopped %v after %v, passes %d", res.Complete, res.Stopped, time.Since(t0), res.Passes)
+	}
+}

@@ -29,5 +29,6 @@ func newRate(stdout io.Writer) *cobra.Command {
 	f.Float64Var(&o.RandomShare, "random-share", 0, "as for run: random share of each page (0: zero pages)")
 	f.StringVar(&o.FilePath, "file", "", "read this file's pages into the page cache instead")
 	f.IntVar(&o.Rereads, "rereads", 0, "then read every page again this many times")
+	f.DurationVar(&o.Hold, "hold", 0, "then keep the memory this long before printing (e.g. 30s)")
 	return c
 }

@@ -134,16 +134,17 @@ func TestGatedThrottling(t *testing.T) {
 }
 
 // TestBenchGatedThrottling (make bench) measures what the counters of
-// TestGatedThrottling decide: LOW's churn time with no ops, with ops near
-// the limit and far below it (HIGH growing), and near it with HIGH idle,
-// interleaved rep by rep; it prints the median per-rep ratios to no ops.
+// TestGatedThrottling decide: LOW's churn time with ops near the limit and
+// far below it while HIGH grows, and near it while HIGH is idle, each
+// against no ops with the same HIGH near the limit, interleaved rep by rep;
+// it prints the median per-rep ratios.
 func TestBenchGatedThrottling(t *testing.T) {
 	requireBench(t)
 	ctx := context.Background()
 	p := newPolicy(t, policy.DefaultConfig())
 	s := newThrottleSetup(t, "agentcg-bench-throttle")
 	const reps = 7
-	cases := []string{"noops", "near", "far", "idle"}
+	cases := []string{"noops-growing", "near", "far", "noops-idle", "idle"}
 	ds := map[string][]time.Duration{}
 	ctrs := map[string]policy.Counters{}
 	run := func(name string) {
@@ -151,38 +152,43 @@ func TestBenchGatedThrottling(t *testing.T) {
 		ds[name] = append(ds[name], d)
 		ctrs[name] = sum(ctrs[name], l)
 	}
-	for i := 0; i < reps; i++ {
-		hold := start(t, s.h, "hold", highHoldMB, 0)
-		s.limit(t, nearLimitMB)
-		time.Sleep(2500 * time.Millisecond)
-		attachBoth(t, p, s)
-		run("idle")
-		stop(hold)
-		grow := start(t, s.h, "grow", highGrowMB, 0)
-		time.Sleep(time.Second)
-		run("near")
-		s.limit(t, farLimitMB)
-		run("far")
+	detach := func() {
 		for _, d := range []string{s.h, s.l} {
 			if err := p.Detach(ctx, d); err != nil {
 				t.Fatal(err)
 			}
 		}
+	}
+	for i := 0; i < reps; i++ {
 		s.limit(t, nearLimitMB)
-		run("noops")
+		hold := start(t, s.h, "hold", highHoldMB, 0)
+		time.Sleep(2500 * time.Millisecond) // resident, past its start's growth
+		run("noops-idle")
+		attachBoth(t, p, s)
+		run("idle")
+		detach()
+		stop(hold)
+		grow := start(t, s.h, "grow", highGrowMB, 0)
+		time.Sleep(time.Second)
+		run("noops-growing")
+		attachBoth(t, p, s)
+		run("near")
+		s.limit(t, farLimitMB)
+		run("far")
+		detach()
 		stop(grow)
 	}
 	out := fmt.Sprintf("BENCH gated throttling, %d reps, LOW churns %d MiB x %d, parent %d MiB (far: %d MiB); %s\n",
 		reps, lowAllocMB, lowIters, nearLimitMB, farLimitMB, loadavg())
 	for _, name := range cases {
-		out += fmt.Sprintf("BENCH   %-5s LOW median %v of %v; LOW counters %+v\n", name, median(ds[name]), ds[name], ctrs[name])
+		out += fmt.Sprintf("BENCH   %-13s LOW median %v of %v; LOW counters %+v\n", name, median(ds[name]), ds[name], ctrs[name])
 	}
-	for _, name := range cases[1:] {
+	for _, c := range [][2]string{{"near", "noops-growing"}, {"far", "noops-growing"}, {"idle", "noops-idle"}} {
 		var r []float64
 		for i := 0; i < reps; i++ {
-			r = append(r, float64(ds[name][i])/float64(ds["noops"][i]))
+			r = append(r, float64(ds[c[0]][i])/float64(ds[c[1]][i]))
 		}
-		out += fmt.Sprintf("BENCH   LOW time %s / no ops: median %.2f %v\n", name, medianF(r), r)
+		out += fmt.Sprintf("BENCH   LOW time %s / %s: median %.2f %.2f\n", c[0], c[1], medianF(r), r)
 	}
 	t.Log("\n" + out)
 	os.WriteFile(filepath.Join(vmtest.ResultsDir(t), "throttle_ratios.txt"), []byte(out), 0o644)

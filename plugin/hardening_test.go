@@ -37,9 +37,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // detach while the attach is still blocked, and once it is released the
 // blocked container ends detached too, with no record and no link left.
 func TestBlockedAttachWhileStopsArrive(t *testing.T) {
-	adaptation.SetPluginRequestTimeout(600 * time.Millisecond)
+	adaptation.SetPluginRequestTimeout(30 * time.Second)
 	t.Cleanup(func() { adaptation.SetPluginRequestTimeout(adaptation.DefaultPluginRequestTimeout) })
-	e := start(t, setup{})
+	e := start(t, setup{startWait: 200 * time.Millisecond})
 	ctx := context.Background()
 	var ids []string
 	for i := range 10 {

@@ -35,6 +35,10 @@ type Options struct {
 	WorkTimeout time.Duration
 	// Status, if set, is told whenever the connection state changes.
 	Status *StatusFile
+	// StartWait, if set, caps how long StartContainer waits for its attach
+	// below what the request's deadline allows (tests use it to keep a
+	// wide gap to the runtime's timeout).
+	StartWait time.Duration
 }
 
 // DefaultWorkTimeout is Options.WorkTimeout's default.
@@ -48,6 +52,8 @@ type Plugin struct {
 	q      queues
 	work   time.Duration
 	status *StatusFile
+	// startWait caps StartContainer's wait (Options.StartWait).
+	startWait time.Duration
 
 	mu        sync.Mutex
 	connected bool
@@ -65,7 +71,7 @@ func New(e *enroll.Enroller, o Options) *Plugin {
 	if o.WorkTimeout <= 0 {
 		o.WorkTimeout = DefaultWorkTimeout
 	}
-	p := &Plugin{e: e, log: o.Log, m: o.Metrics, work: o.WorkTimeout, status: o.Status, since: time.Now()}
+	p := &Plugin{e: e, log: o.Log, m: o.Metrics, work: o.WorkTimeout, status: o.Status, startWait: o.StartWait, since: time.Now()}
 	p.m.setQueue(p.q.pending)
 	return p
 }
@@ -141,8 +147,11 @@ const reconcileQueue = "\x00reconcile"
 
 // requestMargin is kept free of the runtime's per-request budget so that
 // StartContainer answers before the runtime gives up on the plugin (a
-// timed-out plugin is disconnected).
-const requestMargin = 250 * time.Millisecond
+// timed-out plugin is disconnected): a tenth of the budget, at least
+// minMargin.
+func requestMargin(budget time.Duration) time.Duration { return max(minMargin, budget/10) }
+
+const minMargin = 250 * time.Millisecond
 
 // defaultBudget applies when the request carries no deadline.
 const defaultBudget = 2 * time.Second
@@ -165,7 +174,11 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *api.PodSandbox, ctr *a
 	if dl, ok := ctx.Deadline(); ok {
 		budget = time.Until(dl)
 	}
-	timer := time.NewTimer(max(budget-requestMargin, 0))
+	wait := max(budget-requestMargin(budget), 0)
+	if p.startWait > 0 {
+		wait = min(wait, p.startWait)
+	}
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case err := <-done:

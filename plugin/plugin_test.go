@@ -75,6 +75,8 @@ type setup struct {
 	policy policy.Policy
 	// cfg edits the configuration.
 	cfg func(*enroll.Config)
+	// startWait is plugin.Options.StartWait.
+	startWait time.Duration
 }
 
 func start(t *testing.T, s setup) *env {
@@ -104,7 +106,8 @@ func start(t *testing.T, s setup) *env {
 	}
 	e.metrics = plugin.NewMetrics(pol, plugin.BuildInfo{Version: "test"})
 	e.status = plugin.StatusPath(cfg.StateDir)
-	e.plugin = plugin.New(en, plugin.Options{Log: log, Metrics: e.metrics, Status: plugin.NewStatusFile(e.status, "test", string(pol.Mode()), log)})
+	e.plugin = plugin.New(en, plugin.Options{Log: log, Metrics: e.metrics, Status: plugin.NewStatusFile(e.status, "test", string(pol.Mode()), log),
+		StartWait: s.startWait})
 	if s.before != nil {
 		s.before(e)
 	}
@@ -447,11 +450,13 @@ func TestAnnounceMode(t *testing.T) {
 // plugin disconnected: StartContainer answers in time (by fail mode), the
 // attach finishes in the background, and Stop still detaches it.
 func TestSlowAttachKeepsPlugin(t *testing.T) {
-	adaptation.SetPluginRequestTimeout(600 * time.Millisecond)
+	// The plugin answers after 200 ms, the runtime would wait 30 s: a wide
+	// gap, so a loaded machine cannot turn this into a drop.
+	adaptation.SetPluginRequestTimeout(30 * time.Second)
 	t.Cleanup(func() { adaptation.SetPluginRequestTimeout(adaptation.DefaultPluginRequestTimeout) })
 	for _, fm := range []enroll.FailMode{enroll.FailOpen, enroll.FailClosed} {
 		t.Run(string(fm), func(t *testing.T) {
-			e := start(t, setup{failMode: fm})
+			e := start(t, setup{failMode: fm, startWait: 200 * time.Millisecond})
 			ctx := context.Background()
 			for _, id := range []string{"slow", "fast"} {
 				if _, err := e.tr.Cgroup("k/" + id); err != nil {

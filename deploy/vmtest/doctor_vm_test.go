@@ -64,4 +64,3 @@ func find(rs []doctor.Result, name string) doctor.Result {
 	}
 	return doctor.Result{Name: name, Status: "absent"}
 }
-

@@ -50,9 +50,10 @@ func TestMain(m *testing.M) {
 		it, _ := strconv.Atoi(os.Getenv(envIter))
 		touch(mb, it)
 		os.Exit(0)
-	case "grow": // keep MB resident, then grow by 1 MiB every 50 ms up to
+	case "grow": // keep MB resident, then grow by 2 MiB every 50 ms up to
 		// MB+growTopMB, free the extra and start again, forever: 16 MiB of
-		// growth per 0.8 s, HIGH active by GrowthSignal's default 8 MiB in 2 s.
+		// growth per 0.4 s (slower on a loaded host, still far above
+		// GrowthSignal's default 8 MiB in 2 s).
 		mb, _ := strconv.Atoi(os.Getenv(envMB))
 		if _, err := mapTouch(mb); err != nil {
 			os.Exit(3)
@@ -62,8 +63,8 @@ func TestMain(m *testing.M) {
 			if err != nil {
 				os.Exit(3)
 			}
-			for off := 0; off < len(b); off += 1 << 20 {
-				for i := off; i < off+1<<20; i += 4096 {
+			for off := 0; off < len(b); off += 2 << 20 {
+				for i := off; i < off+2<<20; i += 4096 {
 					b[i] = 1
 				}
 				time.Sleep(50 * time.Millisecond)

@@ -6,8 +6,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,12 +18,16 @@ import (
 	"github.com/agentcg/agentcg/policy"
 )
 
-// Sizes for the TCG guest (about 250 MB/s first touch).
+// Sizes for the TCG guest (about 250 MB/s first touch). Each process also
+// has a few MiB of Go runtime. Near the limit, HIGH + LOW end at 70-80 % of
+// the parent's limit, over the 60 % gate and clear of the limit itself
+// (swap is off: touching the limit would be an OOM kill, not a test).
 const (
-	nearLimitMB = 128 // parent memory.max: HIGH + LOW end at about 90% of it
+	nearLimitMB = 160
 	farLimitMB  = 1024
+	gatePct     = 60
 	highHoldMB  = 48 // idle HIGH: resident, plus a 4 MiB churn (no growth)
-	highGrowMB  = 40 // busy HIGH: 40..56 MiB, growing 16 MiB per 0.8 s
+	highGrowMB  = 40 // busy HIGH: 40..56 MiB, growing 16 MiB per 0.4 s
 	lowAllocMB  = 64 // LOW touches and frees this, lowIters times per measurement
 	lowIters    = 2
 )
@@ -52,13 +58,23 @@ func (s throttleSetup) limit(t *testing.T, mb int) {
 }
 
 // lowRun runs LOW's churn once and returns its wall time and the counter
-// deltas of LOW and HIGH.
-func (s throttleSetup) lowRun(t *testing.T, p *Policy) (time.Duration, policy.Counters, policy.Counters) {
+// deltas of LOW and HIGH. An OOM kill under the parent, or a HIGH workload
+// that died, would make the counters meaningless: that fails the test as a
+// broken setup.
+func (s throttleSetup) lowRun(t *testing.T, p *Policy, high *exec.Cmd) (time.Duration, policy.Counters, policy.Counters) {
 	t.Helper()
 	ctx := context.Background()
+	ev0, _ := cgroup.ReadKeyed(s.parent, "memory.events")
 	before, _ := p.Stats(ctx)
 	d := timed(t, s.l, "churn", lowAllocMB, lowIters)
 	after, _ := p.Stats(ctx)
+	ev1, _ := cgroup.ReadKeyed(s.parent, "memory.events")
+	if n := ev1["oom_kill"] - ev0["oom_kill"]; n > 0 {
+		t.Fatalf("setup: %d OOM kill(s) under %s during LOW's run (memory.events %v): the sizes do not fit", n, s.parent, ev1)
+	}
+	if high != nil && high.Process.Signal(syscall.Signal(0)) != nil {
+		t.Fatalf("setup: the HIGH workload (pid %d) is gone", high.Process.Pid)
+	}
 	return d, delta(after[s.lid], before[s.lid]), delta(after[s.hid], before[s.hid])
 }
 
@@ -84,6 +100,7 @@ func TestGatedThrottling(t *testing.T) {
 	vmtest.Require(t)
 	ctx := context.Background()
 	cfg := policy.DefaultConfig()
+	cfg.GatePct = gatePct
 	p := newPolicy(t, cfg)
 	always := cfg
 	always.HighActiveWindowMs = 0
@@ -94,14 +111,14 @@ func TestGatedThrottling(t *testing.T) {
 
 	hold := start(t, s.h, "hold", highHoldMB, 0)
 	time.Sleep(3 * time.Second) // resident, and past any growth of its start
-	dIdle, lIdle, hIdle := s.lowRun(t, p)
+	dIdle, lIdle, hIdle := s.lowRun(t, p, hold)
 	if err := p.Detach(ctx, s.l); err != nil { // p0 knows nothing of p's link
 		t.Fatal(err)
 	}
 	if _, err := p0.Attach(ctx, s.l, policy.Low); err != nil {
 		t.Fatal(err)
 	}
-	d0, l0, _ := s.lowRun(t, p0)
+	d0, l0, _ := s.lowRun(t, p0, hold)
 	if err := p0.Detach(ctx, s.l); err != nil {
 		t.Fatal(err)
 	}
@@ -120,9 +137,9 @@ func TestGatedThrottling(t *testing.T) {
 	grow := start(t, s.h, "grow", highGrowMB, 0)
 	defer stop(grow)
 	time.Sleep(time.Second)
-	dNear, lNear, hNear := s.lowRun(t, p)
+	dNear, lNear, hNear := s.lowRun(t, p, grow)
 	s.limit(t, farLimitMB)
-	dFar, lFar, hFar := s.lowRun(t, p)
+	dFar, lFar, hFar := s.lowRun(t, p, grow)
 	t.Logf("growing HIGH, near the limit: LOW %v, %+v (HIGH %+v)", dNear, lNear, hNear)
 	t.Logf("growing HIGH, far below it: LOW %v, %+v (HIGH %+v)", dFar, lFar, hFar)
 	if lNear.DelayNonZero == 0 || hNear.DelayCalls != 0 {
@@ -141,14 +158,17 @@ func TestGatedThrottling(t *testing.T) {
 func TestBenchGatedThrottling(t *testing.T) {
 	requireBench(t)
 	ctx := context.Background()
-	p := newPolicy(t, policy.DefaultConfig())
+	cfg := policy.DefaultConfig()
+	cfg.GatePct = gatePct
+	p := newPolicy(t, cfg)
 	s := newThrottleSetup(t, "agentcg-bench-throttle")
 	const reps = 7
 	cases := []string{"noops-growing", "near", "far", "noops-idle", "idle"}
 	ds := map[string][]time.Duration{}
 	ctrs := map[string]policy.Counters{}
+	var high *exec.Cmd
 	run := func(name string) {
-		d, l, _ := s.lowRun(t, p)
+		d, l, _ := s.lowRun(t, p, high)
 		ds[name] = append(ds[name], d)
 		ctrs[name] = sum(ctrs[name], l)
 	}
@@ -162,6 +182,7 @@ func TestBenchGatedThrottling(t *testing.T) {
 	for i := 0; i < reps; i++ {
 		s.limit(t, nearLimitMB)
 		hold := start(t, s.h, "hold", highHoldMB, 0)
+		high = hold
 		time.Sleep(2500 * time.Millisecond) // resident, past its start's growth
 		run("noops-idle")
 		attachBoth(t, p, s)
@@ -169,6 +190,7 @@ func TestBenchGatedThrottling(t *testing.T) {
 		detach()
 		stop(hold)
 		grow := start(t, s.h, "grow", highGrowMB, 0)
+		high = grow
 		time.Sleep(time.Second)
 		run("noops-growing")
 		attachBoth(t, p, s)
@@ -178,8 +200,8 @@ func TestBenchGatedThrottling(t *testing.T) {
 		detach()
 		stop(grow)
 	}
-	out := fmt.Sprintf("BENCH gated throttling, %d reps, LOW churns %d MiB x %d, parent %d MiB (far: %d MiB); %s\n",
-		reps, lowAllocMB, lowIters, nearLimitMB, farLimitMB, loadavg())
+	out := fmt.Sprintf("BENCH gated throttling, %d reps, LOW churns %d MiB x %d, parent %d MiB (far: %d MiB), gate %d%%; %s\n",
+		reps, lowAllocMB, lowIters, nearLimitMB, farLimitMB, gatePct, loadavg())
 	for _, name := range cases {
 		out += fmt.Sprintf("BENCH   %-13s LOW median %v of %v; LOW counters %+v\n", name, median(ds[name]), ds[name], ctrs[name])
 	}

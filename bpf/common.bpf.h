@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Shared by high.bpf.c and low.bpf.c. Each object gets its own copy of these
  * definitions; the loader makes both objects use the same kernel maps (pinned
  * by name under <PinDir>/maps, so every process shares them too). */

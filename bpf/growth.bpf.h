@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* growth_observe is policy.GrowthSignal.Observe (policy/activity.go) step for
  * step; TestGrowthSignalMatchesGo runs both on the same samples. Durations
  * are compared as signed 64-bit nanoseconds like Go's time.Duration, so the

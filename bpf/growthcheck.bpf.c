@@ -1,6 +1,6 @@
 //go:build ignore
 
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* A test-only syscall program that runs growth_observe (the code
  * get_high_delay_ms uses) on one sample passed in through BPF_PROG_RUN's
  * context, so that a Go test can feed the same samples to
@@ -28,4 +28,4 @@ int run_growth_check(struct growth_check *c)
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

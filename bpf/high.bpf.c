@@ -1,6 +1,6 @@
 //go:build ignore
 
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* HIGH ops: protect a HIGH cgroup from reclaim driven by an ancestor's limit
  * (below_low). Nothing here runs on HIGH's page faults or charges: HIGH's
  * activity is sampled by LOW's get_high_delay_ms (low.bpf.c). This object
@@ -43,4 +43,4 @@ struct memcg_bpf_ops high_ops = {
 	.below_min = (void *)high_below_min,
 };
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,6 +1,6 @@
 //go:build ignore
 
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* LOW ops: get_high_delay_ms returns a delay that is zero unless a HIGH
  * cgroup grew recently (policy.GrowthSignal, sampled here, on LOW's
  * slow-path charges) and the nearest limited ancestor is under pressure; see
@@ -131,4 +131,4 @@ struct memcg_bpf_ops low_ops = {
 	.get_high_delay_ms = (void *)low_delay,
 };
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -332,7 +332,8 @@ var latencyRE = regexp.MustCompile(`msg="attach latency" .*latency_ms=([0-9.]+)`
 
 func TestVMCRIAttachLatency(t *testing.T) {
 	const n = 50
-	e := newVMEnv(t, "lat")
+	// 25 of them high: lift the default cap of 8 (an explicit 0 is no cap).
+	e := newVMEnvCfg(t, "lat", func(c *enroll.Config) { c.High.MaxConcurrent = new(0) })
 	e.startNRI()
 	pod, podJSON := e.runPod("lat")
 	var ids, dirs []string

@@ -15,11 +15,12 @@ import (
 )
 
 // TestVMCapabilities measures which capabilities the policy really needs:
-// agentcg attach (load the struct_ops and tracepoint objects, attach to a
-// cgroup, pin the link) and detach run as uid 0 with every capability
-// outside a given set removed from the bounding set (the Helm chart's
-// securityContext does the same). The chart's set must work, and dropping
-// any one of its capabilities must not.
+// agentcg attach (load both struct_ops objects, attach to a cgroup, pin the
+// link) and detach run as uid 0 in the host's cgroup namespace with every
+// capability outside a given set removed from the bounding set. The set
+// the chart records (securityContext.capabilities; the chart's pod is
+// privileged, which grants all, for the cgroup namespace alone) must work,
+// and dropping any one of its capabilities must not.
 func TestVMCapabilities(t *testing.T) {
 	vmtest.Require(t)
 	agentcg := bin(t, "agentcg")

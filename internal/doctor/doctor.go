@@ -266,7 +266,7 @@ func (e Env) privileges() Result {
 	if len(missing) > 0 {
 		r.Status = Fail
 		r.Detail = fmt.Sprintf("this process (euid %d, CapEff %016x) lacks %s", uid, eff, strings.Join(missing, ", "))
-		r.Fix = "run doctor, agentcg-nri and the hook as root (the chart grants CAP_BPF and CAP_PERFMON to uid 0)"
+		r.Fix = "run doctor, agentcg-nri and the hook as root with CAP_BPF and CAP_PERFMON (the chart's pod is privileged)"
 		return r
 	}
 	r.Status, r.Detail = OK, fmt.Sprintf("euid %d with CAP_BPF and CAP_PERFMON", uid)

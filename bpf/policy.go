@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -180,7 +181,7 @@ func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio 
 	if err := p.Preload(ctx); err != nil {
 		return policy.Link{}, fmt.Errorf("attach %s ops to %s: %w", prio, path, err)
 	}
-	unlock, err := p.recs.lock()
+	unlock, err := p.recs.lock(ctx)
 	if err != nil {
 		return policy.Link{}, err
 	}
@@ -200,6 +201,10 @@ func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio 
 		if err := p.detachLocked(old); err != nil {
 			return policy.Link{}, err
 		}
+	} else if err := unpin(pin); err != nil {
+		// A pin without a readable record (see List) would make the
+		// kernel refuse this attach with EBUSY; this cgroup is live.
+		return policy.Link{}, fmt.Errorf("attach %s: %w", path, err)
 	}
 	o, err := p.ensureOps(ctx) // what Preload got, unless detach --all removed it since
 	if err != nil {
@@ -253,7 +258,7 @@ func (p *Policy) linkOf(rec record, orphan bool) policy.Link {
 }
 
 func (p *Policy) findLocked(id uint64) (record, bool) {
-	recs, err := p.recs.all()
+	recs, _, err := p.recs.all()
 	if err != nil {
 		return record{}, false
 	}
@@ -293,14 +298,14 @@ func (p *Policy) Detach(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := p.recs.lock()
+	unlock, err := p.recs.lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	recs, err := p.recs.all()
+	recs, bad, err := p.records()
 	if err != nil {
 		return err
 	}
@@ -312,13 +317,28 @@ func (p *Policy) Detach(ctx context.Context, dir string) error {
 			}
 		}
 	}
-	// A pin without a record (record dir lost): the id names it.
+	// A pin without a readable record (record dir lost, or the record
+	// corrupt): the id names it while the cgroup exists.
 	if idErr == nil {
-		if err := unpin(p.pinPath(id)); err != nil {
+		rec := record{CgroupID: id, CgroupPath: abs, PinPath: p.pinPath(id)}
+		if slices.ContainsFunc(bad, func(b badRecord) bool { return b.id == id }) {
+			return p.detachLocked(rec)
+		}
+		if err := unpin(rec.PinPath); err != nil {
 			return fmt.Errorf("detach %s: %w", abs, err)
 		}
 	}
 	return nil
+}
+
+// records returns the readable records and logs each one it had to skip.
+func (p *Policy) records() ([]record, []badRecord, error) {
+	recs, bad, err := p.recs.all()
+	for _, b := range bad {
+		p.log.Warn("skipping an unreadable link record; its pin is kept until its cgroup is detached by path or detach --all",
+			"dir", p.recs.dir, "file", b.name, "err", b.err)
+	}
+	return recs, bad, err
 }
 
 // unpin detaches a pinned link synchronously (BPF_LINK_DETACH runs the
@@ -348,20 +368,23 @@ func unpin(pin string) error {
 // DetachAll removes every attachment and the shared maps
 // (counters included): nothing is left under PinDir.
 func (p *Policy) DetachAll(ctx context.Context) error {
-	unlock, err := p.recs.lock()
+	unlock, err := p.recs.lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	recs, err := p.recs.all()
+	recs, bad, err := p.records()
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, r := range recs {
 		errs = append(errs, p.detachLocked(r))
+	}
+	for _, b := range bad {
+		errs = append(errs, os.Remove(filepath.Join(p.recs.dir, b.name)))
 	}
 	if p.ops != nil {
 		p.ops.close()
@@ -381,7 +404,7 @@ func (p *Policy) DetachAll(ctx context.Context) error {
 // List implements policy.Policy: every record, plus pins without a record,
 // with Orphan set when the cgroup is gone.
 func (p *Policy) List(ctx context.Context) ([]policy.Link, error) {
-	recs, err := p.recs.all()
+	recs, bad, err := p.records()
 	if err != nil {
 		return nil, err
 	}
@@ -390,6 +413,15 @@ func (p *Policy) List(ctx context.Context) ([]policy.Link, error) {
 	for _, r := range recs {
 		known[r.PinPath] = true
 		out = append(out, p.linkOf(r, !alive(r) || !pinned(r.PinPath)))
+	}
+	// The pin of an unreadable record is listed, but never as an orphan:
+	// nothing says whether its cgroup is gone, and reconcile must not
+	// detach a live container's policy.
+	for _, b := range bad {
+		if pin := p.pinPath(b.id); b.id != 0 && pinned(pin) {
+			known[pin] = true
+			out = append(out, policy.Link{CgroupID: b.id, Mode: policy.ModeBPF, PinPath: pin})
+		}
 	}
 	ents, err := os.ReadDir(p.linksDir())
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -410,7 +442,7 @@ func (p *Policy) List(ctx context.Context) ([]policy.Link, error) {
 // Reconcile removes attachments whose cgroup is gone (or whose pin was
 // removed by hand) and stray pins without a record. It returns what it removed.
 func (p *Policy) Reconcile(ctx context.Context) ([]policy.Link, error) {
-	unlock, err := p.recs.lock()
+	unlock, err := p.recs.lock(ctx)
 	if err != nil {
 		return nil, err
 	}

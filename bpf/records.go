@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,36 +59,55 @@ func (r records) remove(id uint64) error {
 	return nil
 }
 
-// all returns every record, sorted by cgroup id.
-func (r records) all() ([]record, error) {
+// badRecord is a record file that could not be read or decoded.
+type badRecord struct {
+	id   uint64 // from the file name; 0 when the name is not <id>.json
+	name string
+	err  error
+}
+
+// all returns every readable record and the record files it skipped: one corrupt file never hides the others (design §6).
+func (r records) all() ([]record, []badRecord, error) {
 	ents, err := os.ReadDir(r.dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read record dir: %w", err)
+		return nil, nil, fmt.Errorf("read record dir %s: %w", r.dir, err)
 	}
 	var out []record
+	var bad []badRecord
 	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".json") {
+		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(r.dir, e.Name()))
+		rec, err := readRecord(filepath.Join(r.dir, e.Name()))
 		if err != nil {
-			return nil, fmt.Errorf("read record: %w", err)
-		}
-		var rec record
-		if err := json.Unmarshal(b, &rec); err != nil {
-			return nil, fmt.Errorf("parse record %s: %w", e.Name(), err)
+			id, _ := strconv.ParseUint(strings.TrimSuffix(e.Name(), ".json"), 10, 64)
+			bad = append(bad, badRecord{id: id, name: e.Name(), err: err})
+			continue
 		}
 		out = append(out, rec)
 	}
-	return out, nil
+	return out, bad, nil
+}
+
+func readRecord(path string) (record, error) {
+	var rec record
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return rec, fmt.Errorf("read record: %w", err)
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, fmt.Errorf("parse record %s: %w", path, err)
+	}
+	return rec, nil
 }
 
 // lock takes an exclusive flock on the record dir, serialising attach,
-// detach and reconcile across processes (CLI, hook, plugin).
-func (r records) lock() (func(), error) { return dirlock.Lock(r.dir) }
+// detach and reconcile across processes (CLI, hook, plugin). It gives up
+// when ctx ends, or after dirlock.DefaultTimeout.
+func (r records) lock(ctx context.Context) (func(), error) { return dirlock.LockContext(ctx, r.dir) }
 
 // alive reports whether the cgroup of rec still exists as the same cgroup
 // (same path and same id; a recreated directory has a new id).

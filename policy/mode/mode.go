@@ -114,5 +114,5 @@ func openBPF(ctx context.Context, opts Options, preload bool) (policy.Policy, er
 }
 
 func openNative(opts Options, fallback error) (policy.Policy, error) {
-	return native.New(native.Options{Config: opts.Config, RecordDir: opts.NativeRecordDir, Fallback: fallback})
+	return native.New(native.Options{Config: opts.Config, RecordDir: opts.NativeRecordDir, Fallback: fallback, Logger: opts.Logger})
 }

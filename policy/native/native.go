@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,6 +37,7 @@ type Options struct {
 	// Fallback is why this policy stands in for the BPF one (set by mode
 	// auto); FallbackReason returns it.
 	Fallback error
+	Logger   *slog.Logger // default slog.Default()
 }
 
 // Policy is the native implementation of policy.Policy.
@@ -42,6 +45,7 @@ type Policy struct {
 	cfg      policy.Config
 	dir      string
 	fallback error
+	log      *slog.Logger
 	mu       sync.Mutex
 }
 
@@ -68,7 +72,10 @@ func New(opts Options) (*Policy, error) {
 	if opts.RecordDir == "" {
 		opts.RecordDir = DefaultRecordDir
 	}
-	return &Policy{cfg: cfg, dir: opts.RecordDir, fallback: opts.Fallback}, nil
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Policy{cfg: cfg, dir: opts.RecordDir, fallback: opts.Fallback, log: opts.Logger}, nil
 }
 
 // FallbackReason is why mode auto chose this policy over BPF; nil when
@@ -128,20 +135,23 @@ func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio 
 		return policy.Link{}, fmt.Errorf("attach %s to %s: not a directory", prio, path)
 	}
 	id := st.Ino
-	unlock, err := p.lock()
+	unlock, err := p.lock(ctx)
 	if err != nil {
 		return policy.Link{}, err
 	}
 	defer unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if old, err := p.read(p.path(id)); err == nil {
-		if old.Priority == prio {
-			return linkOf(old, false), nil
-		}
+	switch old, err := p.read(p.path(id)); {
+	case err == nil && old.Priority == prio:
+		return linkOf(old, false), nil
+	case err == nil:
 		if err := p.restore(old); err != nil {
 			return policy.Link{}, err
 		}
+	case !errors.Is(err, fs.ErrNotExist):
+		// The value it kept is lost; the one in place now becomes it.
+		p.log.Warn("replacing an unreadable native record", "cgroup", path, "err", err)
 	}
 	prev, err := readAt(dir, file)
 	if err != nil {
@@ -214,14 +224,14 @@ func (p *Policy) Detach(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := p.lock()
+	unlock, err := p.lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	recs, err := p.all()
+	recs, bad, err := p.all()
 	if err != nil {
 		return err
 	}
@@ -233,19 +243,25 @@ func (p *Policy) Detach(ctx context.Context, dir string) error {
 			}
 		}
 	}
+	// An unreadable record of this cgroup cannot be restored: drop it.
+	if idErr == nil && slices.Contains(bad, p.path(id)) {
+		if err := os.Remove(p.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("detach %s: %w", abs, err)
+		}
+	}
 	return nil
 }
 
 // DetachAll restores every recorded cgroup.
 func (p *Policy) DetachAll(ctx context.Context) error {
-	unlock, err := p.lock()
+	unlock, err := p.lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	recs, err := p.all()
+	recs, bad, err := p.all()
 	if err != nil {
 		return err
 	}
@@ -253,12 +269,15 @@ func (p *Policy) DetachAll(ctx context.Context) error {
 	for _, r := range recs {
 		errs = append(errs, p.restore(r))
 	}
+	for _, b := range bad {
+		errs = append(errs, os.Remove(b))
+	}
 	return errors.Join(errs...)
 }
 
 // List implements policy.Policy.
 func (p *Policy) List(ctx context.Context) ([]policy.Link, error) {
-	recs, err := p.all()
+	recs, _, err := p.all()
 	if err != nil {
 		return nil, err
 	}
@@ -271,6 +290,11 @@ func (p *Policy) List(ctx context.Context) ([]policy.Link, error) {
 
 // Reconcile drops records of removed cgroups.
 func (p *Policy) Reconcile(ctx context.Context) ([]policy.Link, error) {
+	unlock, err := p.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	links, err := p.List(ctx)
 	if err != nil {
 		return nil, err
@@ -323,28 +347,36 @@ func (p *Policy) write(r record) error {
 	return nil
 }
 
-func (p *Policy) all() ([]record, error) {
+// all returns every readable record, sorted by cgroup id, and the paths of
+// the record files it skipped (each logged): one corrupt file never hides
+// the others (design §6).
+func (p *Policy) all() ([]record, []string, error) {
 	ents, err := os.ReadDir(p.dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", p.dir, err)
+		return nil, nil, fmt.Errorf("read %s: %w", p.dir, err)
 	}
 	var out []record
+	var bad []string
 	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".json") {
+		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		r, err := p.read(filepath.Join(p.dir, e.Name()))
+		path := filepath.Join(p.dir, e.Name())
+		r, err := p.read(path)
 		if err != nil {
-			return nil, err
+			p.log.Warn("skipping an unreadable native record", "file", path, "err", err)
+			bad = append(bad, path)
+			continue
 		}
 		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CgroupID < out[j].CgroupID })
-	return out, nil
+	return out, bad, nil
 }
 
-// lock serialises processes (hook, plugin, CLI) on the record dir.
-func (p *Policy) lock() (func(), error) { return dirlock.Lock(p.dir) }
+// lock serialises processes (hook, plugin, CLI) on the record dir; it gives
+// up when ctx ends, or after dirlock.DefaultTimeout.
+func (p *Policy) lock(ctx context.Context) (func(), error) { return dirlock.LockContext(ctx, p.dir) }

@@ -141,3 +141,42 @@ func TestAttachDirRefusesAFile(t *testing.T) {
 		t.Errorf("AttachDir on a file: %v, want 'not a directory'", err)
 	}
 }
+
+// TestCorruptRecordIsSkipped: one unreadable record neither fails List
+// nor stops another cgroup's Detach from restoring its value; Detach of the
+// corrupt record's own cgroup drops the file.
+func TestCorruptRecordIsSkipped(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	p, err := New(Options{Config: policy.Config{NativeLowBytes: 1000}, RecordDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, bad := fakeCgroup(t, "7", "max"), fakeCgroup(t, "7", "max")
+	if _, err := p.Attach(ctx, good, policy.High); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(bad, &st); err != nil {
+		t.Fatal(err)
+	}
+	corrupt := p.path(st.Ino)
+	if err := os.WriteFile(corrupt, []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := p.List(ctx); err != nil || len(l) != 1 || l[0].CgroupPath != good {
+		t.Fatalf("List beside a corrupt record: %+v, %v", l, err)
+	}
+	if err := p.Detach(ctx, good); err != nil {
+		t.Fatalf("Detach beside a corrupt record: %v", err)
+	}
+	if got := read(t, good, "memory.low"); strings.TrimSpace(got) != "7" {
+		t.Errorf("memory.low after detach = %q, want 7", got)
+	}
+	if err := p.Detach(ctx, bad); err != nil {
+		t.Fatalf("Detach of the corrupt record's cgroup: %v", err)
+	}
+	if _, err := os.Stat(corrupt); !os.IsNotExist(err) {
+		t.Errorf("corrupt record still there: %v", err)
+	}
+}

@@ -104,7 +104,7 @@ func TestContainerdCases(t *testing.T) {
 		{name: "every handler", in: "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.kata]\n",
 			check: func(t *testing.T, m map[string]any) {
 				for _, rt := range []string{"runc", "kata"} {
-					v, _ := tomlGet(m, []string{"plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", rt, "container_annotations"})
+					v, _ := Lookup(m, []string{"plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", rt, "container_annotations"})
 					if arr, ok := v.([]any); !ok || len(arr) != 1 || arr[0] != AnnotationPattern {
 						t.Errorf("%s: container_annotations %v", rt, v)
 					}

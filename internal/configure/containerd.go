@@ -91,7 +91,7 @@ func containerdOps(m map[string]any, opt ContainerdOptions) ([]tomlOp, []string,
 	}
 	nri := []string{"plugins", nriPlugin}
 	add(tomlOp{path: append(slices.Clone(nri), "disable"), value: false}, "NRI must be on for agentcg-nri to see containers")
-	if v, ok := tomlGet(m, append(slices.Clone(nri), "disable_connections")); ok && v == true {
+	if v, ok := Lookup(m, append(slices.Clone(nri), "disable_connections")); ok && v == true {
 		add(tomlOp{path: append(slices.Clone(nri), "disable_connections"), value: false}, "an external agentcg-nri connects through the NRI socket")
 	}
 	for _, t := range []struct {
@@ -103,7 +103,7 @@ func containerdOps(m map[string]any, opt ContainerdOptions) ([]tomlOp, []string,
 		{"plugin_registration_timeout", opt.RegistrationTimeout, "containerd drops a plugin that registers slower"},
 	} {
 		path := append(slices.Clone(nri), t.key)
-		if v, ok := tomlGet(m, path); ok {
+		if v, ok := Lookup(m, path); ok {
 			if s, ok := v.(string); ok {
 				if d, err := time.ParseDuration(s); err == nil && d >= t.min {
 					continue // a longer timeout the operator chose stays
@@ -114,7 +114,7 @@ func containerdOps(m map[string]any, opt ContainerdOptions) ([]tomlOp, []string,
 	}
 	base := criRuntimes(version)
 	names := []string{"runc"}
-	if rts, ok := tomlGet(m, base); ok {
+	if rts, ok := Lookup(m, base); ok {
 		if rm, ok := rts.(map[string]any); ok && len(rm) > 0 {
 			names = slices.Sorted(maps.Keys(rm))
 		}
@@ -122,7 +122,7 @@ func containerdOps(m map[string]any, opt ContainerdOptions) ([]tomlOp, []string,
 	for _, rt := range names {
 		for _, key := range []string{"pod_annotations", "container_annotations"} {
 			path := append(append(slices.Clone(base), rt), key)
-			if v, ok := tomlGet(m, path); ok {
+			if v, ok := Lookup(m, path); ok {
 				if arr, ok := v.([]any); ok && slices.Contains(arr, any("*")) {
 					continue
 				}
@@ -154,7 +154,7 @@ func CheckContainerd(doc []byte, opt ContainerdOptions) ([]Finding, error) {
 			continue
 		}
 		f := Finding{Key: tomlPath(op.path), Why: why[i]}
-		if v, ok := tomlGet(m, op.path); ok {
+		if v, ok := Lookup(m, op.path); ok {
 			f.Have, _ = tomlValue(normalise(v))
 		}
 		if op.element {

@@ -56,8 +56,9 @@ func tomlEdit(doc []byte, ops []tomlOp) ([]byte, error) {
 	return out, nil
 }
 
-// tomlGet returns the value at path in a decoded document.
-func tomlGet(m map[string]any, path []string) (any, bool) {
+// Lookup returns the value at path in a decoded TOML (or JSON) document,
+// whose nested tables are map[string]any.
+func Lookup(m map[string]any, path []string) (any, bool) {
 	var cur any = m
 	for _, k := range path {
 		t, ok := cur.(map[string]any)
@@ -73,7 +74,7 @@ func tomlGet(m map[string]any, path []string) (any, bool) {
 
 // satisfied says whether op already holds in m.
 func satisfied(m map[string]any, op tomlOp) bool {
-	v, ok := tomlGet(m, op.path)
+	v, ok := Lookup(m, op.path)
 	if !ok {
 		return false
 	}
@@ -177,7 +178,7 @@ func scanTOML(doc []byte) (tomlDoc, error) {
 			full := append(slices.Clone(table), keyParts(e.Key())...)
 			start := int(e.Raw.Offset)
 			kv := tomlKV{start: start, keyEnd: lastKeyEnd(e), end: int(e.Raw.Offset + e.Raw.Length), indent: lineIndent(doc, start)}
-			kv.value, _ = tomlGet(decoded, full)
+			kv.value, _ = Lookup(decoded, full)
 			d.kvs[tomlPath(full)] = kv
 			// A new key goes after the line (and comment) of the section's last one.
 			s := d.tables[cur]

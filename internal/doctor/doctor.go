@@ -28,6 +28,7 @@ import (
 	"github.com/agentcg/agentcg/plugin"
 	"github.com/agentcg/agentcg/policy"
 	"github.com/pelletier/go-toml/v2"
+	"golang.org/x/sys/unix"
 )
 
 // Status of one check.
@@ -345,7 +346,7 @@ func (e Env) containerd() (Result, []byte) {
 		nriSock := "/var/run/nri/nri.sock"
 		var m map[string]any
 		if toml.Unmarshal(doc, &m) == nil {
-			if p, ok := get(m, []string{"plugins", "io.containerd.nri.v1.nri", "socket_path"}); ok {
+			if p, ok := configure.Lookup(m, []string{"plugins", "io.containerd.nri.v1.nri", "socket_path"}); ok {
 				if ps, ok := p.(string); ok && ps != "" {
 					nriSock = ps
 				}
@@ -422,7 +423,7 @@ func (e Env) cgroupDriver(containerdDoc []byte, docker map[string]any) Result {
 				{"plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "runc", "options", "SystemdCgroup"},
 				{"plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes", "runc", "options", "SystemdCgroup"},
 			} {
-				if v, ok := get(m, base); ok && v == true {
+				if v, ok := configure.Lookup(m, base); ok && v == true {
 					cdDriver = "systemd"
 				}
 			}
@@ -502,20 +503,6 @@ func (e Env) kubeletConfig() string {
 	return kubeadm
 }
 
-func get(m map[string]any, path []string) (any, bool) {
-	var cur any = m
-	for _, k := range path {
-		t, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = t[k]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
-}
-
 // plugin reads the status file agentcg-nri keeps in the state dir (is it
 // alive, is it connected to the NRI socket), and asks its /readyz when the
 // config names a metrics address.
@@ -536,9 +523,16 @@ func (e Env) plugin(ctx context.Context, cfg enroll.Config, containerd bool) Res
 		r.Status, r.Detail, r.Fix = Fail, err.Error(), "restart agentcg-nri (it rewrites the file)"
 		return r
 	}
-	if _, err := os.Stat(e.path(filepath.Join("/proc", strconv.Itoa(st.Pid)))); err != nil {
-		r.Status, r.Detail = Fail, fmt.Sprintf("%s names pid %d, which is gone: agentcg-nri died", statusPath, st.Pid)
-		r.Fix = "systemctl restart agentcg-nri (journalctl -u agentcg-nri says why it stopped)"
+	// The pid may be another pid namespace's (the chart's pod), so whether
+	// the plugin lives is read from its instance lock, which it holds for
+	// as long as it runs, in whatever namespace.
+	lockPath := filepath.Join(cfg.StateDir, pluginLockName)
+	if held, err := lockHeld(e.path(lockPath)); err != nil || !held {
+		r.Status, r.Detail = Fail, fmt.Sprintf("%s names pid %d, but nothing holds %s: agentcg-nri is not running", statusPath, st.Pid, lockPath)
+		if err != nil {
+			r.Detail += fmt.Sprintf(" (%v)", err)
+		}
+		r.Fix = "systemctl restart agentcg-nri (journalctl -u agentcg-nri says why it stopped), or see the pod's log"
 		return r
 	}
 	r.Detail = fmt.Sprintf("agentcg-nri %s (pid %d, mode %s)", st.Version, st.Pid, st.Mode)
@@ -559,15 +553,49 @@ func (e Env) plugin(ctx context.Context, cfg enroll.Config, containerd bool) Res
 		get = httpGet
 	}
 	code, err := get(ctx, url)
-	if err != nil || code != http.StatusOK {
+	switch {
+	case err != nil:
+		// The chart's pod serves metrics_addr in its own network
+		// namespace, out of reach from the node's loopback.
+		r.Status = Warn
+		r.Detail += fmt.Sprintf("; %s not reachable from here (%v)", url, err)
+		r.Fix = "where the plugin runs in a pod without hostNetwork, ask the pod's /readyz (kubectl get pods shows its readiness); else check the plugin's log"
+		return r
+	case code != http.StatusOK:
 		r.Status = Fail
-		r.Detail += fmt.Sprintf("; but %s answers %d %v", url, code, err)
+		r.Detail += fmt.Sprintf("; but %s answers %d", url, code)
 		r.Fix = "check the plugin's log (journalctl -u agentcg-nri, or the pod's log)"
 		return r
 	}
 	r.Status = OK
 	r.Detail += "; " + url + " ready"
 	return r
+}
+
+// pluginLockName is the instance lock agentcg-nri holds in its state dir
+// while it runs (plugin/cmd/agentcg-nri/main.go).
+const pluginLockName = "agentcg-nri.lock"
+
+// lockHeld reports whether some process holds a flock on the file at path.
+// It tries a shared lock without waiting and drops it at once, so it never
+// keeps a starting plugin from its exclusive one for more than an instant.
+func lockHeld(path string) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	switch err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, unix.EWOULDBLOCK):
+		return true, nil
+	default:
+		return false, fmt.Errorf("flock %s: %w", path, err)
+	}
 }
 
 // dialAddr turns a listen address (":9464") into one to dial.

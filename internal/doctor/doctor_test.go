@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/agentcg/agentcg/internal/configure"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -71,7 +72,7 @@ func good(t *testing.T) node {
 		"/proc/self/mountinfo":                       mountsV2,
 		"/proc/self/status":                          statusRoot,
 		"/proc/sys/kernel/osrelease":                 "7.3.4-memcgbpf\n",
-		"/proc/412/":                                 "",
+		pluginLock:                                   lockHeldMarker,
 		"/run/agentcg/containers/agentcg-nri.status": `{"pid":412,"version":"v1","mode":"bpf","connected":true,"since":"2026-11-30T08:00:00Z","runtime":"containerd","runtime_version":"2.1.9"}`,
 		"/proc/1/comm":                               "systemd\n",
 		"/sys/fs/cgroup/cgroup.controllers":          "cpuset cpu io memory pids\n",
@@ -86,12 +87,37 @@ func good(t *testing.T) node {
 	}
 }
 
+// pluginLock is agentcg-nri's instance lock; with content lockHeldMarker,
+// runDoctor holds it as a running plugin would.
+const (
+	pluginLock     = "/run/agentcg/containers/agentcg-nri.lock"
+	lockHeldMarker = "held by the test"
+)
+
+// runDoctor runs every check on the fake node n. ready is what /readyz
+// answers; a negative one makes it unreachable.
 func runDoctor(t *testing.T, n node, probe error, ready int) map[string]Result {
 	t.Helper()
+	root := n.write(t)
+	if n[pluginLock] == lockHeldMarker {
+		f, err := os.Open(filepath.Join(root, pluginLock))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			t.Fatal(err)
+		}
+	}
 	env := Env{
-		Root:              n.write(t),
-		Probe:             func() error { return probe },
-		HTTPGet:           func(context.Context, string) (int, error) { return ready, nil },
+		Root:  root,
+		Probe: func() error { return probe },
+		HTTPGet: func(context.Context, string) (int, error) {
+			if ready < 0 {
+				return 0, errors.New("connect: connection refused")
+			}
+			return ready, nil
+		},
 		ContainerdOptions: configure.DefaultContainerdOptions(),
 	}
 	out := map[string]Result{}
@@ -157,7 +183,9 @@ func TestEachCheck(t *testing.T) {
 		{name: "no docker runtime, hook", change: func(n node) { n["/etc/docker/daemon.json"] = `{}` }, check: "hook", status: Fail},
 		{name: "wrapper missing", change: func(n node) { delete(n, "/usr/bin/agentcg-runc") }, check: "hook", status: Fail, detail: "/usr/bin/agentcg-runc is missing"},
 		{name: "plugin not running", change: func(n node) { delete(n, "/run/agentcg/containers/agentcg-nri.status") }, check: "plugin", status: Fail, fix: "systemctl enable --now agentcg-nri"},
-		{name: "plugin died", change: func(n node) { delete(n, "/proc/412/") }, check: "plugin", status: Fail, detail: "pid 412, which is gone"},
+		{name: "plugin died", change: func(n node) { n[pluginLock] = "" }, check: "plugin", status: Fail, detail: "nothing holds /run/agentcg/containers/agentcg-nri.lock"},
+		{name: "plugin never locked", change: func(n node) { delete(n, pluginLock) }, check: "plugin", status: Fail, detail: "not running"},
+		{name: "plugin in a pod's network namespace", ready: -1, check: "plugin", status: Warn, detail: "not reachable from here", fix: "hostNetwork"},
 		{name: "plugin not connected", change: func(n node) {
 			n["/run/agentcg/containers/agentcg-nri.status"] = `{"pid":412,"connected":false,"since":"2026-11-30T08:00:00Z"}`
 		}, check: "plugin", status: Fail, detail: "not connected", fix: "NRI on"},
@@ -171,6 +199,7 @@ func TestEachCheck(t *testing.T) {
 		{name: "state dir unreadable", change: func(n node) {
 			delete(n, "/run/agentcg/containers/")
 			delete(n, "/run/agentcg/containers/agentcg-nri.status")
+			delete(n, pluginLock)
 			n["/run/agentcg/containers"] = "a file"
 		}, check: "state dir", status: Fail, fix: "readable"},
 		{name: "hook log folder missing", change: func(n node) {

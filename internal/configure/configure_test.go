@@ -146,6 +146,7 @@ func TestContainerdRefuses(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
 		{"bad toml", "version = = 3", "parse"},
 		{"version 1", "version = 1", "version 1"},
+		{"no version key: schema 1", "[plugins.cri.containerd]\n  snapshotter = 'overlayfs'\n", "version 1"},
 		{"annotations not a list", "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n  pod_annotations = 'x'\n", "not an array"},
 		{"inline table", "version = 3\nplugins = { 'io.containerd.nri.v1.nri' = { disable = true } }\n", "edit the file by hand"},
 	} {

@@ -79,9 +79,13 @@ func containerdOps(m map[string]any, opt ContainerdOptions) ([]tomlOp, []string,
 			return nil, nil, 0, fmt.Errorf("version %v: not an integer", v)
 		}
 		version = iv
+	} else if len(m) > 0 {
+		// containerd reads a file without `version` as schema 1: adding
+		// version 3 would silently drop every key it has.
+		version = 1
 	}
 	if version < 2 || version > 3 {
-		return nil, nil, 0, fmt.Errorf("version %d: only config versions 2 (containerd 1.7) and 3 (containerd 2.x) are supported", version)
+		return nil, nil, 0, fmt.Errorf("version %d (a file without a version key is version 1): only config versions 2 (containerd 1.7) and 3 (containerd 2.x) are supported; `containerd config migrate` writes version 3", version)
 	}
 	var ops []tomlOp
 	var why []string

@@ -1,6 +1,7 @@
 package configure
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,7 +73,7 @@ written when nothing is missing. Restart the runtime afterwards.
 						path = DefaultContainerdConfig
 					}
 					if copt.Version == 0 {
-						copt.Version = containerdSchema()
+						copt.Version = containerdSchema(cmd.Context())
 					}
 					edit = func(doc []byte) ([]byte, []Finding, error) { return Containerd(doc, copt) }
 				case "docker":
@@ -175,9 +176,11 @@ func findWrapper() string {
 var containerdVersion = regexp.MustCompile(`\bv?(\d+)\.\d+`)
 
 // containerdSchema picks the config schema for a new file: 2 for
-// containerd 1.x, else 3.
-func containerdSchema() int64 {
-	out, err := exec.Command("containerd", "--version").Output()
+// containerd 1.x, else 3 (also when containerd does not answer in 10 s).
+func containerdSchema(ctx context.Context) int64 {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "containerd", "--version").Output()
 	if err != nil {
 		return 3
 	}

@@ -31,8 +31,8 @@ func Lock(dir string) (unlock func(), err error) {
 }
 
 // LockContext takes the folder's lock, creating the folder if needed, and
-// gives up when ctx ends (a ctx without deadline gets DefaultTimeout). The
-// returned func releases the lock.
+// gives up when ctx ends or after DefaultTimeout, whichever comes first.
+// The returned func releases the lock.
 func LockContext(ctx context.Context, dir string) (unlock func(), err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
@@ -41,13 +41,12 @@ func LockContext(ctx context.Context, dir string) (unlock func(), err error) {
 }
 
 // LockFile takes an exclusive flock on the file p (created if needed) and
-// gives up when ctx ends (a ctx without deadline gets DefaultTimeout).
+// gives up when ctx ends or after DefaultTimeout, whichever comes first: a
+// caller's longer deadline (the plugin's 60 s work bound) never turns a
+// stuck holder into a longer wait.
 func LockFile(ctx context.Context, p string) (unlock func(), err error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
-		defer cancel()
-	}
+	ctx, cancel := bound(ctx)
+	defer cancel()
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", p, err)
@@ -74,4 +73,9 @@ func LockFile(ctx context.Context, p string) (unlock func(), err error) {
 		}
 		wait = min(wait*2, 50*time.Millisecond)
 	}
+}
+
+// bound limits ctx to DefaultTimeout from now (an earlier deadline stays).
+func bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, DefaultTimeout)
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLockExcludesUntilUnlocked(t *testing.T) {
@@ -52,5 +53,34 @@ func TestLockErrorNamesPath(t *testing.T) {
 	_, err = LockContext(ctx, dir)
 	if err == nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), filepath.Join(dir, ".lock")) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A caller's deadline later than DefaultTimeout is cut to it; an earlier
+// one is kept (deadline arithmetic only, no waiting).
+func TestBound(t *testing.T) {
+	long, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	short, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	shortDL, _ := short.Deadline()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		keep bool // the caller's deadline stays
+	}{
+		{"none", context.Background(), false},
+		{"later", long, false},
+		{"earlier", short, true},
+	} {
+		ctx, cancel := bound(tc.ctx)
+		dl, ok := ctx.Deadline()
+		cancel()
+		if tc.keep && !dl.Equal(shortDL) {
+			t.Errorf("%s: deadline %v, want the caller's %v", tc.name, dl, shortDL)
+		}
+		if limit := time.Now().Add(DefaultTimeout); !ok || dl.After(limit) {
+			t.Errorf("%s: deadline %v (set %v), want at most %v", tc.name, dl, ok, limit)
+		}
 	}
 }

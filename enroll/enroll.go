@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -316,9 +317,17 @@ func (e *Enroller) putRecord(ctx context.Context, rec Record) (Reason, error) {
 	e.logBad(bad)
 	n := 0
 	for _, r := range recs {
-		if r.Priority == policy.High && r.ID != rec.ID {
-			n++
+		if r.Priority != policy.High || r.ID == rec.ID {
+			continue
 		}
+		// A record whose cgroup is gone belongs to no running container:
+		// its detach never ran (a poststop hook that timed out, a plugin
+		// that was down at RemoveContainer). The hook door has no
+		// reconcile, so counting it would lock high out of the node.
+		if _, err := os.Stat(r.CgroupDir); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		n++
 	}
 	if n >= limit {
 		return ReasonHighCap, fmt.Errorf("%d high containers already enrolled on this node (high.max_concurrent %d)", n, limit)

@@ -398,6 +398,39 @@ func TestHighCap(t *testing.T) {
 	}
 }
 
+// A high record whose cgroup is gone (its poststop hook timed out, so the
+// record was never removed) does not hold a place under the cap; a live
+// one does.
+func TestHighCapSkipsGoneCgroups(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.High.MaxConcurrent = new(1)
+	f.cfg.High.AllowAll = true
+	e := f.enroller(t)
+	ctx := context.Background()
+	dirs := map[string]string{}
+	for _, id := range []string{"a", "b", "c"} {
+		dirs[id] = mkdir(t, f.tr, id)
+	}
+	c := func(id string) enroll.Container {
+		return enroll.Container{ID: id, Door: enroll.DoorHook, CgroupsPath: "/" + id, Annotations: ann("high")}
+	}
+	if res, _ := e.Enroll(ctx, c("a")); res.Outcome != enroll.Attached {
+		t.Fatalf("a: %+v", res)
+	}
+	if res, _ := e.Enroll(ctx, c("b")); res.Reason != enroll.ReasonHighCap {
+		t.Fatalf("b while a runs: %+v", res)
+	}
+	if err := os.Remove(dirs["a"]); err != nil { // a is gone, its record stays
+		t.Fatal(err)
+	}
+	if res, _ := e.Enroll(ctx, c("b")); res.Outcome != enroll.Attached {
+		t.Fatalf("b after a's cgroup is gone: %+v", res)
+	}
+	if res, _ := e.Enroll(ctx, c("c")); res.Reason != enroll.ReasonHighCap {
+		t.Fatalf("c while b runs: %+v", res)
+	}
+}
+
 // With no cap configured, the default (DefaultMaxHigh) applies; the cap
 // counts both doors.
 func TestHighCapDefaultAcrossDoors(t *testing.T) {

@@ -161,7 +161,7 @@ const defaultBudget = 2 * time.Second
 // attach outlives the request's budget (a slow or blocked attach), the
 // plugin answers anyway, by the fail mode, and the attach completes on the
 // container's queue, where a later Stop or Remove waits for it, so nothing
-// leaks.
+// leaks; under closed a detach is queued right behind it.
 func (p *Plugin) StartContainer(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) error {
 	start := time.Now()
 	c := containerOf(pod, ctr)
@@ -186,6 +186,10 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *api.PodSandbox, ctr *a
 	case <-timer.C:
 		p.m.rejections.WithLabelValues(string(enroll.ReasonContextCanceled)).Inc()
 		if p.e.Config().FailMode == enroll.FailClosed {
+			// The attach goes on; the detach queued behind it takes it off
+			// again, so a refused container holds no link (and no place
+			// under the high cap) until it is removed.
+			p.unenroll(c.ID)
 			p.log.Error("attach did not finish within the NRI request budget; refusing the start (fail_mode closed)", "container", c.ID, "budget", budget)
 			return fmt.Errorf("agentcg: container %s: attach did not finish within %s", c.ID, budget)
 		}

@@ -477,6 +477,12 @@ func TestSlowAttachKeepsPlugin(t *testing.T) {
 				t.Fatalf("err = %v", err)
 			}
 			close(block)
+			e.settle(t)
+			// Refused under closed: the attach that finished late is taken
+			// off again; under open the container runs with it.
+			if n := len(e.pol.Links()); n != map[enroll.FailMode]int{enroll.FailOpen: 1, enroll.FailClosed: 0}[fm] {
+				t.Fatalf("%d links after the late attach\n%s", n, e.log)
+			}
 			// Still connected: the next container is attached.
 			if err := e.rt.StartContainer(ctx, &api.StartContainerRequest{Pod: pod("dev"), Container: mk("fast")}); err != nil {
 				t.Fatal(err)

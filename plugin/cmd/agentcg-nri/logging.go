@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/containerd/nri/pkg/api"
 )
@@ -57,13 +58,11 @@ func newLogger(format, output string, level slog.Level) (*slog.Logger, func() er
 	case outStderr:
 		return slog.New(mk(os.Stderr)), func() error { return nil }, nil
 	case outJournald:
-		conn, err := net.Dial("unixgram", journalSocket)
+		h, err := newJournalHandler(journalSocket, mk)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--log-output journald: %w", err)
 		}
-		buf := &bytes.Buffer{}
-		h := &journalHandler{mu: &sync.Mutex{}, buf: buf, fmt: mk(buf), conn: conn}
-		return slog.New(h), conn.Close, nil
+		return slog.New(h), h.conn.Close, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(output), 0o750); err != nil {
 		return nil, nil, fmt.Errorf("--log-output %s: %w", output, err)
@@ -78,12 +77,36 @@ func newLogger(format, output string, level slog.Level) (*slog.Logger, func() er
 // journalHandler formats each record with a text or JSON handler and sends
 // the line as MESSAGE over journald's native protocol, with the record's
 // level as PRIORITY, so `journalctl -t agentcg-nri` shows what stderr would.
+// The socket is not connected: each datagram is addressed to the journal's
+// path, so lines keep arriving after journald restarts (a connected socket
+// stays refused once its peer is gone).
 type journalHandler struct {
 	mu   *sync.Mutex // shared by the handlers derived with With*
 	buf  *bytes.Buffer
 	fmt  slog.Handler // writes into buf
-	conn net.Conn
+	conn *net.UnixConn
+	addr *net.UnixAddr
 }
+
+// newJournalHandler checks that journald listens on socket and returns a
+// handler that formats with mk.
+func newJournalHandler(socket string, mk func(io.Writer) slog.Handler) (*journalHandler, error) {
+	probe, err := net.Dial("unixgram", socket) // is journald there?
+	if err != nil {
+		return nil, err
+	}
+	probe.Close()
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Net: "unixgram"}) // autobind: an unnamed sender
+	if err != nil {
+		return nil, fmt.Errorf("journal socket: %w", err)
+	}
+	buf := &bytes.Buffer{}
+	return &journalHandler{mu: &sync.Mutex{}, buf: buf, fmt: mk(buf), conn: conn, addr: &net.UnixAddr{Name: socket, Net: "unixgram"}}, nil
+}
+
+// journalWriteTimeout drops a line that a stuck journald does not take,
+// rather than blocking the caller (a queue of container work).
+const journalWriteTimeout = time.Second
 
 // maxJournalMessage keeps one datagram well under journald's limit; lines
 // are short anyway (untrusted values are truncated before logging).
@@ -109,16 +132,17 @@ func (h *journalHandler) Handle(ctx context.Context, r slog.Record) error {
 	binary.Write(&d, binary.LittleEndian, uint64(len(msg)))
 	d.Write(msg)
 	d.WriteByte('\n')
-	_, err := h.conn.Write(d.Bytes())
+	h.conn.SetWriteDeadline(time.Now().Add(journalWriteTimeout))
+	_, _, err := h.conn.WriteMsgUnix(d.Bytes(), nil, h.addr)
 	return err
 }
 
 func (h *journalHandler) WithAttrs(a []slog.Attr) slog.Handler {
-	return &journalHandler{mu: h.mu, buf: h.buf, fmt: h.fmt.WithAttrs(a), conn: h.conn}
+	return &journalHandler{mu: h.mu, buf: h.buf, fmt: h.fmt.WithAttrs(a), conn: h.conn, addr: h.addr}
 }
 
 func (h *journalHandler) WithGroup(name string) slog.Handler {
-	return &journalHandler{mu: h.mu, buf: h.buf, fmt: h.fmt.WithGroup(name), conn: h.conn}
+	return &journalHandler{mu: h.mu, buf: h.buf, fmt: h.fmt.WithGroup(name), conn: h.conn, addr: h.addr}
 }
 
 func syslogPriority(l slog.Level) int {

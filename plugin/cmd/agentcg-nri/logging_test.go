@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/containerd/nri/pkg/api"
@@ -18,7 +18,8 @@ import (
 
 // The journald handler sends one datagram per record in the native
 // protocol: identifier, priority from the level, and the whole formatted
-// line as a binary-safe MESSAGE.
+// line as a binary-safe MESSAGE; lines keep arriving after journald
+// restarts (its socket is bound again at the same path).
 func TestJournalHandler(t *testing.T) {
 	dir, err := os.MkdirTemp("", "j")
 	if err != nil {
@@ -26,33 +27,51 @@ func TestJournalHandler(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "s")
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	listen := func() *net.UnixConn {
+		l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	l := listen()
+	h, err := newJournalHandler(sock, func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, nil) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	conn, err := net.Dial("unixgram", sock)
-	if err != nil {
-		t.Fatal(err)
+	defer h.conn.Close()
+	log := slog.New(h).With("container", "c1")
+	read := func(l *net.UnixConn) (head []byte, msg string) {
+		t.Helper()
+		b := make([]byte, 65536)
+		n, err := l.Read(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := b[:n]
+		head, rest, ok := bytes.Cut(d, []byte("MESSAGE\n"))
+		if !ok {
+			t.Fatalf("datagram %q", d)
+		}
+		size := binary.LittleEndian.Uint64(rest[:8])
+		return head, string(rest[8 : 8+size])
 	}
-	defer conn.Close()
-	buf := &bytes.Buffer{}
-	h := &journalHandler{mu: &sync.Mutex{}, buf: buf, fmt: slog.NewTextHandler(buf, nil), conn: conn}
-	slog.New(h).With("container", "c1").Warn("detach failed", "reason", "x\ny")
-	b := make([]byte, 65536)
-	n, err := l.Read(b)
-	if err != nil {
-		t.Fatal(err)
+	log.Warn("detach failed", "reason", "x\ny")
+	head, msg := read(l)
+	if !bytes.Contains(head, []byte("SYSLOG_IDENTIFIER=agentcg-nri\n")) || !bytes.Contains(head, []byte("PRIORITY=4\n")) {
+		t.Fatalf("header %q", head)
 	}
-	d := b[:n]
-	head, rest, ok := bytes.Cut(d, []byte("MESSAGE\n"))
-	if !ok || !bytes.Contains(head, []byte("SYSLOG_IDENTIFIER=agentcg-nri\n")) || !bytes.Contains(head, []byte("PRIORITY=4\n")) {
-		t.Fatalf("datagram %q", d)
-	}
-	size := binary.LittleEndian.Uint64(rest[:8])
-	msg := string(rest[8 : 8+size])
 	if !strings.Contains(msg, `msg="detach failed"`) || !strings.Contains(msg, "container=c1") || !strings.Contains(msg, `reason="x\ny"`) {
 		t.Fatalf("message %q", msg)
+	}
+	// journald restarts: its socket is removed and bound again.
+	l.Close()
+	os.Remove(sock)
+	l = listen()
+	defer l.Close()
+	log.Info("after restart")
+	if _, msg := read(l); !strings.Contains(msg, `msg="after restart"`) {
+		t.Fatalf("message after a journald restart %q", msg)
 	}
 }
 

@@ -5,7 +5,8 @@
 #   docker build -t agentcg/agentcg-nri:dev --build-arg VERSION=$(git describe --tags --always) .
 # It runs as root on purpose: loading the policy needs CAP_BPF and
 # CAP_PERFMON, and a non-root process keeps no capabilities across exec in
-# Kubernetes. deploy/helm/agentcg drops every other capability.
+# Kubernetes. deploy/helm/agentcg runs it privileged, for the host's cgroup
+# namespace (its README says why).
 # (This project's machines have no Docker engine, so this file is not built
 # by its CI; replayimage/image is the tested path.)
 ARG GO_VERSION=1.26.8

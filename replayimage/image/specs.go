@@ -23,8 +23,8 @@ const NRIConfigDir = "/etc/agentcg"
 // /agentcg-nri and an empty /etc/agentcg for the config mount. It runs as
 // root: loading struct_ops and pinning links needs CAP_BPF and
 // CAP_PERFMON, and Kubernetes gives a non-root process no capabilities
-// after exec (no ambient capabilities). The chart drops every other
-// capability instead (deploy/helm/agentcg).
+// after exec (no ambient capabilities). The chart runs it privileged, for
+// the host's cgroup namespace (deploy/helm/agentcg/README.md).
 func NRI(binary, version string) (Spec, error) {
 	bin, err := StaticBinary(binary, "/agentcg-nri")
 	if err != nil {

@@ -365,8 +365,8 @@ func unpin(pin string) error {
 	return nil
 }
 
-// DetachAll removes every attachment and the shared maps
-// (counters included): nothing is left under PinDir.
+// DetachAll removes every attachment, the ops and the shared maps
+// (counters included): nothing agentcg pinned is left under PinDir.
 func (p *Policy) DetachAll(ctx context.Context) error {
 	unlock, err := p.recs.lock(ctx)
 	if err != nil {
@@ -390,13 +390,45 @@ func (p *Policy) DetachAll(ctx context.Context) error {
 		p.ops.close()
 		p.ops = nil
 	}
-	// Pins only live in bpffs; remove the whole tree under PinDir.
-	ents, err := os.ReadDir(p.cfg.PinDir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		errs = append(errs, err)
-	}
-	for _, e := range ents {
-		errs = append(errs, os.RemoveAll(filepath.Join(p.cfg.PinDir, e.Name())))
+	errs = append(errs, p.removePins())
+	return errors.Join(errs...)
+}
+
+// removePins removes every pin agentcg makes under PinDir, and nothing
+// else: the pin dir may be shared (a mistyped --pin-dir naming the bpffs
+// root, where other tools pin their maps). Stray link pins go too, which
+// detaches their links.
+func (p *Policy) removePins() error {
+	var errs []error
+	for _, sub := range []struct {
+		name  string
+		owned func(string) bool
+	}{
+		{linksSubdir, func(n string) bool { return strings.HasPrefix(n, pinPrefix) }},
+		{opsSubdir, func(n string) bool { return strings.HasPrefix(n, "high-") || strings.HasPrefix(n, "low-") }},
+		{mapsSubdir, func(n string) bool { return slices.Contains(dataMapNames, n) }},
+	} {
+		dir := filepath.Join(p.cfg.PinDir, sub.name)
+		ents, err := os.ReadDir(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range ents {
+			if !sub.owned(e.Name()) {
+				p.log.Warn("leaving a pin agentcg did not make", "pin", filepath.Join(dir, e.Name()))
+				continue
+			}
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+		if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

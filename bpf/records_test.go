@@ -133,3 +133,32 @@ func TestDetachAllRemovesCorruptRecords(t *testing.T) {
 		t.Errorf("pin of the corrupt record: %v", err)
 	}
 }
+
+// TestDetachAllLeavesForeignPins: a pin dir shared with other tools (say,
+// --pin-dir naming the bpffs root) loses only what agentcg pinned.
+func TestDetachAllLeavesForeignPins(t *testing.T) {
+	f := newRecordsFixture(t)
+	pinDir := f.p.cfg.PinDir
+	foreign := []string{filepath.Join(pinDir, "cilium_map"), filepath.Join(pinDir, mapsSubdir, "other_tool_map")}
+	for _, p := range append(foreign, filepath.Join(pinDir, mapsSubdir, ctrsMapName), filepath.Join(pinDir, opsSubdir, "low-0123")) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.p.DetachAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range foreign {
+		if !pinned(p) {
+			t.Errorf("DetachAll removed %s, which agentcg did not pin", p)
+		}
+	}
+	for _, p := range []string{filepath.Join(pinDir, mapsSubdir, ctrsMapName), filepath.Join(pinDir, opsSubdir), filepath.Join(pinDir, linksSubdir)} {
+		if pinned(p) {
+			t.Errorf("DetachAll left %s", p)
+		}
+	}
+}

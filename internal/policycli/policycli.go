@@ -227,7 +227,7 @@ func detachCmd() *cobra.Command {
 			return errors.Join(errs...)
 		},
 	}
-	c.Flags().BoolVar(&all, "all", false, "detach every attachment and remove everything under the pin dir")
+	c.Flags().BoolVar(&all, "all", false, "detach every attachment and remove every pin agentcg made under the pin dir")
 	c.Flags().StringVar(&pinDir, "pin-dir", policy.DefaultPinDir, "bpffs folder for pinned links")
 	return c
 }

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentcg/agentcg/enroll"
@@ -58,6 +59,9 @@ type Plugin struct {
 	mu        sync.Mutex
 	connected bool
 	since     time.Time
+	// configures counts Configure calls (Run's watchdog on registration);
+	// attempts numbers Run's connection attempts.
+	configures, attempts atomic.Uint64
 }
 
 // New returns the handler over an enroller.
@@ -79,6 +83,7 @@ func New(e *enroll.Enroller, o Options) *Plugin {
 // Configure is called once per registration. The runtime-provided config
 // is not used: agentcg reads its own file before loading the policy.
 func (p *Plugin) Configure(_ context.Context, config, runtime, version string) (api.EventMask, error) {
+	p.configures.Add(1)
 	p.log.Info("registered with runtime", "runtime", runtime, "version", version, "runtime_config_bytes", len(config))
 	if p.status != nil {
 		p.status.Runtime(runtime, version)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,10 +103,15 @@ func (p *Plugin) Synchronize(ctx context.Context, pods []*api.PodSandbox, ctrs [
 		byID[pod.GetId()] = pod
 	}
 	var running []enroll.Container
+	starting := map[string]bool{}
 	for _, c := range ctrs {
 		switch c.GetState() {
 		case api.ContainerState_CONTAINER_RUNNING, api.ContainerState_CONTAINER_PAUSED:
 			running = append(running, containerOf(byID[c.GetPodSandboxId()], c))
+		case api.ContainerState_CONTAINER_CREATED:
+			// Its StartContainer may have attached it already (containerd
+			// marks it running only after the task starts): not stale.
+			starting[c.GetId()] = true
 		}
 	}
 	plan, err := p.e.Plan(ctx, enroll.DoorNRI, running)
@@ -116,7 +122,7 @@ func (p *Plugin) Synchronize(ctx context.Context, pods []*api.PodSandbox, ctrs [
 	p.m.recordErrors.Add(float64(len(plan.Unreadable)))
 	// Stale detaches, then the orphan sweep, on one queue of their own:
 	// in that order the sweep finds only links that no record explains.
-	stale := plan.Stale
+	stale := slices.DeleteFunc(plan.Stale, func(r enroll.Record) bool { return starting[r.ID] })
 	p.q.submit(reconcileQueue, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), p.work)
 		defer cancel()
@@ -142,7 +148,7 @@ func (p *Plugin) Synchronize(ctx context.Context, pods []*api.PodSandbox, ctrs [
 	}
 	p.setConnected(true)
 	p.log.Info("synchronized", "containers", len(ctrs), "running", len(running), "kept", plan.Kept, "attach_queued", len(plan.Attach),
-		"stale_records", len(plan.Stale), "foreign_records", plan.Foreign, "unreadable_records", len(plan.Unreadable))
+		"stale_records", len(stale), "foreign_records", plan.Foreign, "unreadable_records", len(plan.Unreadable))
 	return nil, nil
 }
 

@@ -353,6 +353,42 @@ func TestSynchronize(t *testing.T) {
 	}
 }
 
+// A container whose StartContainer was handled just before the plugin
+// reconnected is still CREATED in the runtime's listing (containerd marks
+// it running once its task starts): its record and link are not stale.
+// One that is gone from the listing is.
+func TestSynchronizeKeepsStartingContainer(t *testing.T) {
+	low := map[string]string{"agentcg.priority": "low"}
+	var dirs map[string]string
+	e := start(t, setup{
+		pods: []*api.PodSandbox{pod("dev")},
+		ctrs: []*api.Container{{Id: "starting", PodSandboxId: "pod-dev", State: api.ContainerState_CONTAINER_CREATED, Annotations: low,
+			Linux: &api.LinuxContainer{CgroupsPath: "/kubepods/starting"}}},
+		before: func(e *env) {
+			dirs = map[string]string{}
+			for _, id := range []string{"starting", "gone"} {
+				d, err := e.tr.Cgroup("kubepods/" + id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dirs[id], _ = filepath.EvalSymlinks(d)
+				if _, err := e.plugin.Enroller().Enroll(context.Background(), enroll.Container{ID: id, Door: enroll.DoorNRI,
+					CgroupsPath: "/kubepods/" + id, Annotations: low}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
+	})
+	e.settle(t)
+	links := e.pol.Links()
+	if _, ok := links[dirs["starting"]]; !ok || len(links) != 1 {
+		t.Fatalf("links after sync: %v, want only the starting container's\n%s", links, e.log)
+	}
+	if _, ok, err := e.plugin.Enroller().Records().Get("starting"); !ok || err != nil {
+		t.Fatalf("starting container's record: %v, %v", ok, err)
+	}
+}
+
 // stateDir digs the state dir out of the plugin's enroller config through
 // the public API: the plugin was built from the same config in start.
 func stateDir(t *testing.T, e *env) string {

@@ -234,7 +234,10 @@ func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio 
 		return policy.Link{}, fmt.Errorf("attach %s: pin %s: %w", path, pin, err)
 	}
 	if err := p.recs.put(rec); err != nil {
-		os.Remove(pin)
+		// Detach now, not when the last fd goes: a retry would see EBUSY.
+		if uerr := unpin(pin); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
 		undo()
 		return policy.Link{}, err
 	}

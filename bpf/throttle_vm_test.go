@@ -170,7 +170,7 @@ func TestBenchGatedThrottling(t *testing.T) {
 	run := func(name string) {
 		d, l, _ := s.lowRun(t, p, high)
 		ds[name] = append(ds[name], d)
-		ctrs[name] = sum(ctrs[name], l)
+		ctrs[name] = addCounters(ctrs[name], l)
 	}
 	detach := func() {
 		for _, d := range []string{s.h, s.l} {
@@ -220,14 +220,6 @@ func medianF(xs []float64) float64 {
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
 	return s[len(s)/2]
-}
-
-func sum(a, b policy.Counters) policy.Counters {
-	return policy.Counters{
-		DelayCalls: a.DelayCalls + b.DelayCalls, DelayNonZero: a.DelayNonZero + b.DelayNonZero,
-		DelayTotalMs: a.DelayTotalMs + b.DelayTotalMs, BelowLowCalls: a.BelowLowCalls + b.BelowLowCalls,
-		BelowLowTrue: a.BelowLowTrue + b.BelowLowTrue, BelowMinTrue: a.BelowMinTrue + b.BelowMinTrue,
-	}
 }
 
 func delta(a, b policy.Counters) policy.Counters {

@@ -1,9 +1,14 @@
 #!/bin/sh
-# agentcg postinst: reload systemd's units; start nothing by itself, because
-# the runtime must be configured first (agentcg configure).
+# agentcg postinst: reload systemd's units; start nothing new by itself,
+# because the runtime must be configured first (agentcg configure).
 set -e
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
+	# An upgrade ($2 is the old version): a plugin that runs goes on with
+	# the new binary; one that does not stays stopped.
+	if [ "$1" = configure ] && [ -n "${2:-}" ]; then
+		systemctl try-restart agentcg-nri.service >/dev/null 2>&1 || true
+	fi
 fi
 cat <<'MSG'
 agentcg installed. Next steps:

@@ -84,7 +84,7 @@ dist: build images manifests-check
 deb: build
 	$(DIST) --deb-only --out build/deb
 
-bench: build
+bench: deps build
 	scripts/bench.sh
 
 # SOAK_CYCLES create/remove cycles (hook/churn_vm_test.go); about an hour per 1000 under TCG.

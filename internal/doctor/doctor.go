@@ -78,7 +78,7 @@ func Run(ctx context.Context, e Env) []Result {
 	}
 	cfg, cfgRes := e.config()
 	mounts, mountErr := readMountinfo(e.path("/proc/self/mountinfo"))
-	out := []Result{cfgRes, e.kernel(cfg), e.bpffs(cfg, mounts, mountErr), e.privileges(), e.cgroupV2(cfg, mounts, mountErr)}
+	out := []Result{cfgRes, e.kernel(cfg), e.bpffs(cfg, mounts, mountErr), e.privileges(cfg), e.cgroupV2(cfg, mounts, mountErr)}
 	cd, cdDoc := e.containerd()
 	dk, dkDoc := e.docker()
 	out = append(out, e.cgroupDriver(cdDoc, dkDoc), cd, dk, e.plugin(ctx, cfg, cdDoc != nil), e.hook(dkDoc), e.stateDir(cfg))
@@ -229,7 +229,7 @@ func (e Env) bpffs(cfg enroll.Config, mounts []mount, err error) Result {
 	return r
 }
 
-func (e Env) privileges() Result {
+func (e Env) privileges(cfg enroll.Config) Result {
 	r := Result{Name: "privileges"}
 	b, err := os.ReadFile(e.path("/proc/self/status"))
 	if err != nil {
@@ -271,7 +271,57 @@ func (e Env) privileges() Result {
 		return r
 	}
 	r.Status, r.Detail = OK, fmt.Sprintf("euid %d with CAP_BPF and CAP_PERFMON", uid)
+	if cfg.Mode == policy.ModeNative {
+		return r
+	}
+	switch private, err := e.privateCgroupNS(cfg.CgroupRoot, string(b)); {
+	case err != nil:
+		r.Detail += fmt.Sprintf("; cgroup namespace not checked: %v", err)
+	case private:
+		r.Status = Fail
+		r.Detail += "; but this process runs in a private cgroup namespace, where BPF_LINK_CREATE on a container's cgroup fails with ENOENT"
+		r.Fix = "run agentcg-nri, the hook and doctor in the host's cgroup namespace: on the host, or in a privileged pod (the chart's)"
+	default:
+		r.Detail += ", in the host's cgroup namespace"
+	}
 	return r
+}
+
+// privateCgroupNS reports whether this process sees its cgroup through a
+// private cgroup namespace: /proc/self/cgroup names its cgroup relative to
+// the namespace's root, so under the host's cgroup2 mount that path does
+// not list this process. status is /proc/self/status (for the Tgid).
+func (e Env) privateCgroupNS(cgroupRoot, status string) (bool, error) {
+	b, err := os.ReadFile(e.path("/proc/self/cgroup"))
+	if err != nil {
+		return false, err
+	}
+	rel, ok := "", false
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, found := strings.CutPrefix(line, "0::"); found {
+			rel, ok = v, true
+		}
+	}
+	if !ok {
+		return false, errors.New("no cgroup v2 line in /proc/self/cgroup")
+	}
+	tgid := ""
+	for _, line := range strings.Split(status, "\n") {
+		if v, found := strings.CutPrefix(line, "Tgid:"); found {
+			tgid = strings.TrimSpace(v)
+		}
+	}
+	if tgid == "" {
+		return false, errors.New("no Tgid in /proc/self/status")
+	}
+	procs, err := os.ReadFile(e.path(filepath.Join(cgroupRoot, rel, "cgroup.procs")))
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, nil // that path exists only inside the namespace
+	}
+	if err != nil {
+		return false, err
+	}
+	return !slices.Contains(strings.Fields(string(procs)), tgid), nil
 }
 
 func (e Env) cgroupV2(cfg enroll.Config, mounts []mount, err error) Result {

@@ -22,7 +22,7 @@ const (
 31 22 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
 `
-	statusRoot = "Name:\tagentcg\nUid:\t0\t0\t0\t0\nCapEff:\t000001ffffffffff\n"
+	statusRoot = "Name:\tagentcg\nTgid:\t4242\nUid:\t0\t0\t0\t0\nCapEff:\t000001ffffffffff\n"
 	statusUser = "Name:\tagentcg\nUid:\t1000\t1000\t1000\t1000\nCapEff:\t0000000000000000\n"
 )
 
@@ -69,21 +69,24 @@ func good(t *testing.T) node {
 		t.Fatal(err)
 	}
 	return node{
-		"/proc/self/mountinfo":                       mountsV2,
-		"/proc/self/status":                          statusRoot,
-		"/proc/sys/kernel/osrelease":                 "7.3.4-memcgbpf\n",
-		pluginLock:                                   lockHeldMarker,
-		"/run/agentcg/containers/agentcg-nri.status": `{"pid":412,"version":"v1","mode":"bpf","connected":true,"since":"2026-11-30T08:00:00Z","runtime":"containerd","runtime_version":"2.1.9"}`,
-		"/proc/1/comm":                               "systemd\n",
-		"/sys/fs/cgroup/cgroup.controllers":          "cpuset cpu io memory pids\n",
-		"/etc/agentcg/config.yaml":                   "mode: bpf\nmetrics_addr: 127.0.0.1:9464\n",
-		"/etc/containerd/config.toml":                string(cd),
-		"/etc/docker/daemon.json":                    string(dk),
-		"/usr/bin/agentcg-runc":                      "#!",
-		"/usr/bin/agentcg-hook":                      "#!",
-		"/run/agentcg/containers/":                   "",
-		"/run/containerd/containerd.sock":            "",
-		"/var/run/nri/nri.sock":                      "",
+		"/proc/self/mountinfo": mountsV2,
+		"/proc/self/status":    statusRoot,
+		"/proc/self/cgroup":    "0::/system.slice/agentcg.service\n",
+		"/sys/fs/cgroup/system.slice/agentcg.service/cgroup.procs": "4242\n",
+		"/sys/fs/cgroup/cgroup.procs":                              "1\n",
+		"/proc/sys/kernel/osrelease":                               "7.3.4-memcgbpf\n",
+		pluginLock:                                                 lockHeldMarker,
+		"/run/agentcg/containers/agentcg-nri.status":               `{"pid":412,"version":"v1","mode":"bpf","connected":true,"since":"2026-11-30T08:00:00Z","runtime":"containerd","runtime_version":"2.1.9"}`,
+		"/proc/1/comm":                                             "systemd\n",
+		"/sys/fs/cgroup/cgroup.controllers":                        "cpuset cpu io memory pids\n",
+		"/etc/agentcg/config.yaml":                                 "mode: bpf\nmetrics_addr: 127.0.0.1:9464\n",
+		"/etc/containerd/config.toml":                              string(cd),
+		"/etc/docker/daemon.json":                                  string(dk),
+		"/usr/bin/agentcg-runc":                                    "#!",
+		"/usr/bin/agentcg-hook":                                    "#!",
+		"/run/agentcg/containers/":                                 "",
+		"/run/containerd/containerd.sock":                          "",
+		"/var/run/nri/nri.sock":                                    "",
 	}
 }
 
@@ -165,6 +168,12 @@ func TestEachCheck(t *testing.T) {
 		{name: "bad config", change: func(n node) { n["/etc/agentcg/config.yaml"] = "mode: turbo\n" }, check: "config", status: Fail, detail: "turbo", fix: "fix /etc/agentcg/config.yaml"},
 		{name: "no config", change: func(n node) { delete(n, "/etc/agentcg/config.yaml") }, check: "config", status: Warn, fix: "write"},
 		{name: "no bpffs", change: func(n node) { n["/proc/self/mountinfo"] = strings.ReplaceAll(mountsV2, " - bpf bpf", " - tmpfs tmpfs") }, check: "bpffs", status: Fail, fix: "mount -t bpf"},
+		{name: "private cgroup namespace", change: func(n node) { n["/proc/self/cgroup"] = "0::/\n" }, check: "privileges", status: Fail, detail: "private cgroup namespace", fix: "privileged pod"},
+		{name: "private cgroup namespace, deeper", change: func(n node) { n["/proc/self/cgroup"] = "0::/sub\n" }, check: "privileges", status: Fail, detail: "private cgroup namespace"},
+		{name: "private cgroup namespace, native", change: func(n node) {
+			n["/proc/self/cgroup"] = "0::/\n"
+			n["/etc/agentcg/config.yaml"] = "mode: native\n"
+		}, check: "privileges", status: OK},
 		{name: "not root", change: func(n node) { n["/proc/self/status"] = statusUser }, check: "privileges", status: Fail, detail: "CAP_BPF, CAP_PERFMON, uid 0", fix: "root"},
 		{name: "cgroup v1", change: func(n node) { n["/proc/self/mountinfo"] = mountsV1 }, check: "cgroup v2", status: Fail, detail: "cgroup v1 hierarchies: /sys/fs/cgroup/memory", fix: "unified"},
 		{name: "no memory controller", change: func(n node) { n["/sys/fs/cgroup/cgroup.controllers"] = "cpu io\n" }, check: "cgroup v2", status: Fail, detail: "lacks memory"},

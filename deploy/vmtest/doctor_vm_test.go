@@ -42,6 +42,26 @@ func TestVMDoctor(t *testing.T) {
 			t.Errorf("%s: %s %s (fix: %s)", r.Name, r.Status, r.Detail, r.Fix)
 		}
 	}
+
+	// From a private cgroup namespace rooted below the host's root (what
+	// containerd gives an unprivileged container), doctor names the
+	// problem the chart's privileged pod avoids.
+	sub := "/sys/fs/cgroup/agentcg-doctor-ns"
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(sub)
+	out, _ := exec.Command("sh", "-c", `echo $$ > "$1/cgroup.procs" && exec unshare -C "$2" doctor --json --config "$3"`,
+		"sh", sub, agentcg, cfg).Output()
+	var ns []doctor.Result
+	if err := json.Unmarshal(out, &ns); err != nil {
+		t.Fatalf("doctor --json in a private cgroup namespace: %v\n%s", err, out)
+	}
+	if r := find(ns, "privileges"); r.Status != doctor.Fail || !strings.Contains(r.Detail, "private cgroup namespace") {
+		t.Errorf("doctor in a private cgroup namespace: %+v", r)
+	} else {
+		t.Logf("in a private cgroup namespace: %s: %s (fix: %s)", r.Status, r.Detail, r.Fix)
+	}
 }
 
 // doctorJSON runs agentcg doctor with --json and without.

@@ -4,15 +4,11 @@ package hook_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -230,106 +226,4 @@ func joinErr(a, b error) error {
 		return a
 	}
 	return fmt.Errorf("%w; %w", a, b)
-}
-
-var hookRunRE = regexp.MustCompile(`msg="hook run[^"]*" .*stage=createRuntime container=(\S+) outcome=(\S+) .*duration_ms=([0-9.]+)`)
-
-// TestBenchHookConcurrency is issue 10 Deliver 5's benchmark, run by
-// `make bench` (AGENTCG_BENCH=1), not by the VM tier: AGENTCG_BENCH_N
-// (default 20) annotated containers are started through Docker at once,
-// half high and half low. It prints the hook's own attach time per
-// container (p50, p99; nearest rank, so p99 is the maximum at n < 100),
-// docker's create+start time, and how many containers ran without policy.
-// It asserts no time: timing under TCG on a shared host is a benchmark.
-func TestBenchHookConcurrency(t *testing.T) {
-	vmtest.Require(t)
-	if os.Getenv("AGENTCG_BENCH") != "1" {
-		t.Skip("SKIP benchmark: set AGENTCG_BENCH=1 (make bench runs it)")
-	}
-	n := envInt("AGENTCG_BENCH_N", 20)
-	e := newDockerEnv(t, "bench", "fail_mode: open\nhigh:\n  allow_all: true\n")
-	ctx := context.Background()
-	load := func() string {
-		b, _ := os.ReadFile("/proc/loadavg")
-		return strings.TrimSpace(string(b))
-	}
-	loadBefore := load()
-	ids := make([]string, n)
-	startMs := make([]float64, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	begin := time.Now()
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t0 := time.Now()
-			ids[i], errs[i] = e.start(ctx, map[string]string{"agentcg.priority": []string{"high", "low"}[i%2]})
-			startMs[i] = float64(time.Since(t0).Microseconds()) / 1000
-		}()
-	}
-	wg.Wait()
-	wall := time.Since(begin)
-	loadAfter := load()
-	defer func() {
-		var wg sync.WaitGroup
-		for _, id := range ids {
-			if id == "" {
-				continue
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); e.remove(ctx, id) }()
-		}
-		wg.Wait()
-		e.waitPins(0, 2*time.Minute)
-	}()
-	// A container the runtime refused (its hook outlived the runtime's
-	// timeout) is a result here, not a test failure.
-	refused := 0
-	for i, err := range errs {
-		if err != nil {
-			refused++
-			t.Logf("container %d did not start: %v", i, err)
-		}
-	}
-	var hookMs []float64
-	outcomes := map[string]int{}
-	for _, m := range hookRunRE.FindAllStringSubmatch(e.log(), -1) {
-		v, err := strconv.ParseFloat(m[3], 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hookMs = append(hookMs, v)
-		outcomes[m[2]]++
-	}
-	if len(hookMs) == 0 {
-		t.Fatalf("no createRuntime hook run logged:\n%s", tail(e.log(), 30))
-	}
-	pinned := 0
-	for i, id := range ids {
-		if errs[i] == nil {
-			if _, err := os.Stat(e.pinOf(id)); err == nil {
-				pinned++
-			}
-		}
-	}
-	c := e.counts()
-	pct := func(xs []float64, p float64) float64 {
-		s := slices.Clone(xs)
-		sort.Float64s(s)
-		return s[max(0, int(p*float64(len(s))+0.999999)-1)]
-	}
-	res := map[string]any{
-		"n": n, "wall_s": wall.Seconds(),
-		"hook_attach_ms":  map[string]float64{"p50": pct(hookMs, 0.5), "p99": pct(hookMs, 0.99), "max": pct(hookMs, 1), "min": pct(hookMs, 0)},
-		"docker_start_ms": map[string]float64{"p50": pct(startMs, 0.5), "p99": pct(startMs, 0.99)},
-		"outcomes":        outcomes, "hook_runs_logged": len(hookMs), "refused_by_runtime": refused, "pinned": pinned, "without_policy": hookstats.Sum(c.WithoutPolicy), "without_policy_by_reason": c.WithoutPolicy,
-		"guest_loadavg_before": loadBefore, "guest_loadavg_after": loadAfter,
-	}
-	b, _ := json.MarshalIndent(res, "", "  ")
-	os.WriteFile(filepath.Join(vmtest.ResultsDir(t), "hook-concurrency.json"), b, 0o644)
-	t.Logf("BENCH %d concurrent annotated docker runs in %.1f s: hook attach p50 %.0f ms, p99 %.0f ms (nearest rank; = max at n<100), min %.0f ms; docker create+start p50 %.0f ms, p99 %.0f ms",
-		n, wall.Seconds(), pct(hookMs, 0.5), pct(hookMs, 0.99), pct(hookMs, 0), pct(startMs, 0.5), pct(startMs, 0.99))
-	t.Logf("BENCH hook outcomes %v (%d logged); %d of %d running and pinned; %d ran without policy %v; %d refused by the runtime; guest loadavg before %s, after %s",
-		outcomes, len(hookMs), pinned, n, hookstats.Sum(c.WithoutPolicy), c.WithoutPolicy, refused, loadBefore, loadAfter)
 }

@@ -106,9 +106,10 @@ func reserve(timeout time.Duration) time.Duration {
 // is refused otherwise; an unannotated one is never affected; poststop
 // still detaches what the records name.
 func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
+	runStart := time.Now()
 	start := h.Start
 	if start.IsZero() {
-		start = time.Now()
+		start = runStart
 	}
 	log := h.Log
 	if log == nil {
@@ -129,8 +130,15 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 	if stage == CreateRuntime && r.annotated && r.res.Outcome != enroll.Attached {
 		ev.Refused, ev.WithoutPolicy = r.err != nil, r.err == nil
 	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	attrs := []any{"container", r.res.ID, "outcome", ev.Outcome, "reason", ev.Reason, "priority", string(r.res.Priority),
-		"duration_ms", float64(ev.Duration.Microseconds()) / 1000}
+		"duration_ms", ms(ev.Duration), "startup_ms", ms(runStart.Sub(start))}
+	if r.phases.done {
+		// Where a slow run spent its time: opening the policy (BPF: the
+		// pinned objects, or a load) and applying it (cgroup, records,
+		// the kernel attach).
+		attrs = append(attrs, "open_ms", ms(r.phases.open), "apply_ms", ms(r.phases.apply))
+	}
 	switch {
 	case ev.Refused:
 		log.Error("hook run: container refused", append(attrs, "err", r.err)...)
@@ -153,6 +161,7 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 }
 
 type runResult struct {
+	phases    phases
 	res       enroll.Result
 	annotated bool  // createRuntime of a container carrying the annotation
 	err       error // non-nil: refuse the container
@@ -202,6 +211,7 @@ func (h Hook) run(ctx context.Context, stage Stage, stdin io.Reader, timeout tim
 
 	type done struct {
 		res enroll.Result
+		ph  phases
 		err error
 	}
 	ch := make(chan done, 1)
@@ -209,12 +219,14 @@ func (h Hook) run(ctx context.Context, stage Stage, stdin io.Reader, timeout tim
 	// syscall cannot hold the runtime past the timeout: we return, and the
 	// process exits under it.
 	go func() {
-		res, err := h.do(ctx, stage, st, cfg, log.With("container", st.ID))
-		ch <- done{res, err}
+		var ph phases
+		res, err := h.do(ctx, stage, st, cfg, log.With("container", st.ID), &ph)
+		ph.done = true
+		ch <- done{res, ph, err}
 	}()
 	select {
 	case d := <-ch:
-		r.res, r.err = d.res, d.err
+		r.res, r.err, r.phases = d.res, d.err, d.ph
 		if r.res.ID == "" {
 			r.res.ID = st.ID
 		}
@@ -229,7 +241,13 @@ func (h Hook) run(ctx context.Context, stage Stage, stdin io.Reader, timeout tim
 }
 
 // do performs the stage. The error is non-nil only to refuse the container.
-func (h Hook) do(ctx context.Context, stage Stage, st specs.State, cfg enroll.Config, log *slog.Logger) (enroll.Result, error) {
+// phases are the durations of a run's parts, for its log line.
+type phases struct {
+	open, apply time.Duration
+	done        bool // the work finished (not cut off by the timeout)
+}
+
+func (h Hook) do(ctx context.Context, stage Stage, st specs.State, cfg enroll.Config, log *slog.Logger, ph *phases) (enroll.Result, error) {
 	res := enroll.Result{ID: st.ID}
 	recorded := false
 	if stage == Poststop {
@@ -259,7 +277,10 @@ func (h Hook) do(ctx context.Context, stage Stage, st specs.State, cfg enroll.Co
 			cfg.Mode, recorded = rec.Mode, true
 		}
 	}
+	t0 := time.Now()
 	pol, err := h.Open(ctx, cfg, recorded)
+	ph.open = time.Since(t0)
+	defer func(t time.Time) { ph.apply = time.Since(t) }(time.Now())
 	if err != nil {
 		res.Outcome, res.Reason = enroll.Failed, ReasonPolicyOpen
 		res.Err = fmt.Errorf("agentcg-hook: open policy (mode %s): %w", cfg.Mode, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/agentcg/agentcg/internal/vmtest"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
 )
 
 // VM tests run Docker in the guest: dockerd's "agentcg" runtime is
@@ -91,6 +92,7 @@ func newDockerEnv(t *testing.T, name, extra string) *dockerEnv {
 	if out, err := exec.Command(filepath.Join(vmtest.Src(t), "bin", "agentcg-hook"), "check-config").CombinedOutput(); err != nil {
 		t.Fatalf("agentcg-hook check-config: %v\n%s", err, out)
 	}
+	localBinaries(t)
 	if exec.Command("docker", "image", "inspect", pauseImage).Run() != nil {
 		if out, err := exec.Command("docker", "load", "-i", "/usr/local/share/agentcg/pause.tar").CombinedOutput(); err != nil {
 			t.Fatalf("docker load pause image: %v\n%s", err, out)
@@ -114,6 +116,36 @@ func newDockerEnv(t *testing.T, name, extra string) *dockerEnv {
 		os.Remove(guestConfig)
 	})
 	return e
+}
+
+// localBinaries puts guest-local copies of the binaries over
+// /agentcg/bin (bind mounts, undone when the test ends): dockerd's runtime
+// path is /agentcg/bin/agentcg-runc, and the hook sits beside it. Over the
+// 9p share, twenty hooks paging in a static binary at once spent most of
+// their time in page-cache waits (folio_wait_bit_common) and outlived the
+// runtime's timeout before reaching main; on a node the binaries are on a
+// local disk.
+func localBinaries(t *testing.T) {
+	t.Helper()
+	dir := "/run/agentcg-test-bin"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"agentcg-runc", "agentcg-hook", "agentcg-nri"} {
+		src := filepath.Join(vmtest.Src(t), "bin", b)
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatalf("bin/%s missing: run `make build` before the VM tier: %v", b, err)
+		}
+		local := filepath.Join(dir, b)
+		if err := os.WriteFile(local, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount(local, src, "", unix.MS_BIND, ""); err != nil {
+			t.Fatalf("bind %s over %s: %v", local, src, err)
+		}
+		t.Cleanup(func() { unix.Unmount(src, unix.MNT_DETACH) })
+	}
 }
 
 func (e *dockerEnv) docker(args ...string) (string, error) {

@@ -81,7 +81,7 @@ func TestCheckConfig(t *testing.T) {
 }
 
 func TestTimeoutsAndPaths(t *testing.T) {
-	for d, want := range map[time.Duration]int{0: 8, time.Second: 4, 1500 * time.Millisecond: 5, 60 * time.Second: 63} {
+	for d, want := range map[time.Duration]int{0: 8, time.Second: 4, 1500 * time.Millisecond: 5, 15 * time.Second: 18, 30 * time.Second: 36, 60 * time.Second: 72} {
 		if got := hook.RuntimeTimeoutSeconds(d); got != want {
 			t.Errorf("RuntimeTimeoutSeconds(%s) = %d, want %d", d, got, want)
 		}

@@ -65,7 +65,7 @@ func TestHooksDFromConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		stage := f.Stages[0]
-		if f.Version != "1.0.0" || f.Hook.Timeout != 48 || f.Hook.Path != "/opt/agentcg/agentcg-hook" ||
+		if f.Version != "1.0.0" || f.Hook.Timeout != 54 || f.Hook.Path != "/opt/agentcg/agentcg-hook" ||
 			!slices.Equal(f.Hook.Args, []string{"agentcg-hook", "--config", "/etc/agentcg/c.yaml", stage}) {
 			t.Fatalf("%s: %+v", p, f)
 		}

@@ -221,7 +221,7 @@ func TestTimeouts(t *testing.T) {
 		flag   string
 		config string
 		want   int
-	}{{"", "", 8}, {"30s", "", 33}, {"", "60s", 63}, {"1500ms", "60s", 5}} {
+	}{{"", "", 8}, {"30s", "", 36}, {"", "60s", 72}, {"1500ms", "60s", 5}} {
 		bundle, cfgPath := writeBundle(t, bundleSpec, 0o644)
 		inv, err := runcwrap.Parse([]string{"create", "-b", bundle, "id"}, func(k string) string {
 			if k == runcwrap.EnvTimeout {

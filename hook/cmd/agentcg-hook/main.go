@@ -89,6 +89,7 @@ never affected.`,
 		stageCmd(f, hook.Poststop, "Remove what createRuntime attached", "detach"),
 		checkCmd(f),
 		hooksDCmd(f),
+		preloadCmd(f),
 	)
 	return root
 }
@@ -142,6 +143,45 @@ func opener(log *slog.Logger) hook.OpenFunc {
 	}
 }
 
+// preloader is a policy whose objects can be made ready ahead of use (bpf).
+type preloader interface {
+	Preload(ctx context.Context) error
+}
+
+func preloadCmd(f *flags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "preload",
+		Short: "Load and pin the BPF objects now (run at boot), so that no container's hook pays the verifier",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s := hook.LoadSettings(f.config)
+			if s.Err != nil {
+				return refusal{s.Err}
+			}
+			log, err := hook.NewLogger(f.logFormat, cmd.ErrOrStderr(), slog.LevelInfo)
+			if err != nil {
+				return err
+			}
+			pol, err := opener(log)(cmd.Context(), s.Config, false)
+			if err != nil {
+				return refusal{err}
+			}
+			defer pol.Close()
+			p, ok := pol.(preloader)
+			if !ok {
+				fmt.Fprintf(cmd.OutOrStdout(), "mode %s: nothing to load\n", pol.Mode())
+				return nil
+			}
+			t0 := time.Now()
+			if err := p.Preload(cmd.Context()); err != nil {
+				return refusal{fmt.Errorf("preload (mode %s, pin dir %s): %w", pol.Mode(), s.Config.Policy.PinDir, err)}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "mode %s: objects ready under %s in %s\n", pol.Mode(), s.Config.Policy.PinDir, time.Since(t0).Round(time.Millisecond))
+			return nil
+		},
+	}
+}
+
 func checkCmd(f *flags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "check-config",
@@ -168,7 +208,7 @@ func hooksDCmd(f *flags) *cobra.Command {
 	var out, hookPath string
 	c := &cobra.Command{
 		Use:   "hooks-d --out DIR",
-		Short: "Write podman/CRI-O hooks.d files for this config (timeout = hook_timeout + 3 s)",
+		Short: "Write podman/CRI-O hooks.d files for this config (runtime timeout derived from hook_timeout)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := enroll.DefaultConfig()

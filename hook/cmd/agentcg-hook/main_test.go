@@ -105,7 +105,7 @@ func TestHooksDCommand(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, e)
 	}
 	b, err := os.ReadFile(filepath.Join(out, "agentcg-createruntime.json"))
-	if err != nil || !strings.Contains(string(b), `"timeout": 33`) || !strings.Contains(string(b), cfg) {
+	if err != nil || !strings.Contains(string(b), `"timeout": 36`) || !strings.Contains(string(b), cfg) {
 		t.Fatalf("%s %v", b, err)
 	}
 	bad, _ := writeConfig(t, "hook_timeout: 30s\nfail_mode: maybe\n")
@@ -121,5 +121,17 @@ func TestVersion(t *testing.T) {
 	code, out, _ := runHook(t, "", "--version")
 	if code != 0 || !strings.Contains(out, version.Version) {
 		t.Fatalf("exit %d: %q", code, out)
+	}
+}
+
+func TestPreloadCommand(t *testing.T) {
+	cfg, _ := writeConfig(t, "mode: native\n")
+	code, out, e := runHook(t, "", "preload", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "mode native: nothing to load") {
+		t.Fatalf("exit %d: %s%s", code, out, e)
+	}
+	bad, _ := writeConfig(t, "mode: fast\n")
+	if code, _, e := runHook(t, "", "preload", "--config", bad); code != 1 || !strings.Contains(e, "mode") {
+		t.Fatalf("bad config: exit %d: %s", code, e)
 	}
 }

@@ -6,13 +6,18 @@ import (
 	"github.com/agentcg/agentcg/enroll"
 )
 
-// The shipped example must stay a valid configuration.
+// The shipped example must stay a valid configuration, and one that an
+// operator can copy as it is: no tenant-writable source (pod labels without
+// an admission policy, everyone) may claim high.
 func TestExampleConfigParses(t *testing.T) {
 	c, err := enroll.LoadConfig("config.example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.High.Namespaces[0] != "agents-prod" || c.High.PodLabels["agentcg.io/tier"] != "gold" || c.Policy.GatePct != 80 {
+	if c.High.Namespaces[0] != "agents-prod" || c.Policy.GatePct != 80 || c.High.Cap() != enroll.DefaultMaxHigh {
 		t.Fatalf("example parsed as %+v", c)
+	}
+	if c.High.TrustPodLabels || len(c.High.PodLabels) != 0 || c.High.AllowAll {
+		t.Fatalf("the example lets tenant-writable sources claim high: %+v", c.High)
 	}
 }

@@ -193,6 +193,21 @@ func expandSlice(slice string) (string, error) {
 	return out.String(), nil
 }
 
+// sliceDir returns where systemd puts the slice unit named by parent
+// (agents-high.slice: agents.slice/agents-high.slice), which is where
+// Docker's systemd cgroup driver puts --cgroup-parent agents-high.slice;
+// parent itself when it is not a slice name.
+func sliceDir(parent string) string {
+	if strings.Contains(parent, "/") || !strings.HasSuffix(parent, ".slice") {
+		return parent
+	}
+	dir, err := expandSlice(parent)
+	if err != nil {
+		return parent
+	}
+	return strings.TrimPrefix(dir, "/")
+}
+
 // under reports whether rel (relative to the root) lies strictly beneath
 // the relative parent.
 func under(rel, parent string) bool {

@@ -64,7 +64,9 @@ type HighAllow struct {
 	PodLabels      map[string]string `json:"pod_labels,omitempty" yaml:"pod_labels"`
 	TrustPodLabels bool              `json:"trust_pod_labels" yaml:"trust_pod_labels"`
 	// CgroupParents are cgroup paths relative to cgroup_root, e.g.
-	// agents-high.slice or user.slice/user-1001.slice.
+	// agents-high.slice or user.slice/user-1001.slice. A slice name also
+	// matches its systemd path (agents.slice/agents-high.slice), where
+	// Docker's systemd driver puts --cgroup-parent agents-high.slice.
 	CgroupParents []string `json:"cgroup_parents,omitempty" yaml:"cgroup_parents"`
 	AllowAll      bool     `json:"allow_all" yaml:"allow_all"`
 	// MaxConcurrent caps the enrolled high containers on the node, both

@@ -367,7 +367,7 @@ func (e *Enroller) authoriseHigh(c Container, dir string) error {
 		rel, err := filepath.Rel(root, dir)
 		if err == nil {
 			for _, p := range a.CgroupParents {
-				if under(rel, p) {
+				if under(rel, p) || under(rel, sliceDir(p)) {
 					return nil
 				}
 			}

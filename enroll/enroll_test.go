@@ -273,6 +273,12 @@ func TestEnroll(t *testing.T) {
 		// The hook's identity: the resolved cgroup.
 		{name: "hook high under an allowed cgroup parent", attachOK: true, outcome: enroll.Attached, cgroup: "agents-high.slice/docker-c1.scope",
 			c: enroll.Container{Door: enroll.DoorHook, Annotations: ann("high")}},
+		{name: "hook high under the allowed slice, Docker's systemd driver", attachOK: true, outcome: enroll.Attached, cgroup: "agents.slice/agents-high.slice/docker-c1.scope",
+			c: enroll.Container{Door: enroll.DoorHook, Annotations: ann("high")}},
+		{name: "hook high under the slice's parent only", outcome: enroll.Rejected, reason: enroll.ReasonNotAllowed, cgroup: "agents.slice/docker-c1.scope",
+			c: enroll.Container{Door: enroll.DoorHook, Annotations: ann("high")}},
+		{name: "hook high under a nested look-alike slice", outcome: enroll.Rejected, reason: enroll.ReasonNotAllowed, cgroup: "user.slice/agents.slice/agents-high.slice/c1",
+			c: enroll.Container{Door: enroll.DoorHook, Annotations: ann("high")}},
 		{name: "hook high on the parent itself", outcome: enroll.Rejected, reason: enroll.ReasonNotAllowed, cgroup: "agents-high.slice",
 			c: enroll.Container{Door: enroll.DoorHook, Annotations: ann("high")}},
 		{name: "hook high under a look-alike parent", outcome: enroll.Rejected, reason: enroll.ReasonNotAllowed, cgroup: "agents-high.slice-evil/c1",

@@ -44,9 +44,10 @@ const DefaultConfigureTimeout = 30 * time.Second
 // configured.
 var errConfigureTimeout = errors.New("the runtime never configured the plugin after its registration")
 
-// preinstalled reports whether the runtime started us from its plugin
-// folder and handed over a connected socket.
-func preinstalled() bool { return os.Getenv(api.PluginSocketEnvVar) != "" }
+// Preinstalled reports whether the runtime started this process from its
+// plugin folder and handed over a connected socket (and no stdout or
+// stderr). It turns false once Run reconnects through the NRI socket.
+func Preinstalled() bool { return os.Getenv(api.PluginSocketEnvVar) != "" }
 
 // Run registers the plugin with the runtime and, whenever the connection
 // is lost (the runtime dropped the plugin, or restarted), registers again
@@ -72,7 +73,7 @@ func (p *Plugin) Run(ctx context.Context, o RunOptions) error {
 	backoff := o.MinBackoff
 	for attempt := 1; ; attempt++ {
 		var opts []stub.Option
-		if !preinstalled() {
+		if !Preinstalled() {
 			name, idx := o.Name, o.Idx
 			if n := os.Getenv(api.PluginNameEnvVar); n != "" {
 				name = n // a pre-installed instance reconnecting externally
@@ -128,7 +129,7 @@ func (p *Plugin) Run(ctx context.Context, o RunOptions) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if preinstalled() {
+		if Preinstalled() {
 			os.Unsetenv(api.PluginSocketEnvVar)
 			p.log.Warn("pre-installed connection lost; reconnecting through the NRI socket as an external plugin", "socket", socket)
 		}

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/nri/pkg/api"
+	"github.com/agentcg/agentcg/plugin"
 )
 
 // Log outputs.
@@ -26,10 +26,6 @@ const (
 	journalSocket  = "/run/systemd/journal/socket"
 )
 
-// preinstalled reports whether containerd started us from its plugin
-// folder: it hands over a connected socket, and no stdout or stderr.
-func preinstalled() bool { return os.Getenv(api.PluginSocketEnvVar) != "" } // see plugin.Run
-
 // newLogger builds the logger for --log-format and --log-output. auto
 // means stderr, except when pre-installed (containerd discards a
 // pre-installed plugin's output): then journald if it runs, else
@@ -40,7 +36,7 @@ func newLogger(format, output string, level slog.Level) (*slog.Logger, func() er
 	}
 	if output == outAuto {
 		output = outStderr
-		if preinstalled() {
+		if plugin.Preinstalled() {
 			output = defaultLogFile
 			if _, err := os.Stat(journalSocket); err == nil {
 				output = outJournald

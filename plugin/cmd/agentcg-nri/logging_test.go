@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentcg/agentcg/plugin"
 	"github.com/containerd/nri/pkg/api"
 )
 
@@ -93,8 +94,8 @@ func TestNewLogger(t *testing.T) {
 	// Pre-installed without journald: auto picks the default file, which
 	// this test cannot write; only check that auto is not stderr then.
 	t.Setenv(api.PluginSocketEnvVar, "3")
-	if !preinstalled() {
-		t.Fatal("preinstalled() is false with the socket variable set")
+	if !plugin.Preinstalled() {
+		t.Fatal("Preinstalled() is false with the socket variable set")
 	}
 }
 

@@ -152,7 +152,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 
 	log.Info("starting", "version", version.Version, "mode", string(pol.Mode()), "cgroup_root", cfg.CgroupRoot, "state_dir", cfg.StateDir,
-		"annotation", cfg.AnnotationKey, "fail_mode", string(cfg.FailMode), "preinstalled", preinstalled())
+		"annotation", cfg.AnnotationKey, "fail_mode", string(cfg.FailMode), "preinstalled", plugin.Preinstalled())
 	err = p.Run(ctx, plugin.RunOptions{Name: o.name, Idx: o.idx, Socket: o.socket, StubLogger: nriLogger{log.With("source", "nri-stub")}})
 
 	// Let queued detaches finish (bounded) so a clean stop leaves no pins.

@@ -130,6 +130,12 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 	if stage == CreateRuntime && r.annotated && r.res.Outcome != enroll.Attached {
 		ev.Refused, ev.WithoutPolicy = r.err != nil, r.err == nil
 	}
+	// Count first: if the runtime kills us after this, the outcome (a
+	// fail-open above all) is still on record.
+	var countErr error
+	if h.Metrics != "" {
+		countErr = hookstats.AddEvent(h.Metrics, ev)
+	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	attrs := []any{"container", r.res.ID, "outcome", ev.Outcome, "reason", ev.Reason, "priority", string(r.res.Priority),
 		"duration_ms", ms(ev.Duration), "startup_ms", ms(runStart.Sub(start))}
@@ -150,12 +156,15 @@ func (h Hook) Run(ctx context.Context, stage Stage, stdin io.Reader) error {
 		log.Info("hook run", attrs...)
 	}
 	if h.Metrics != "" {
-		bound := min(metricsBound, max(time.Until(deadline), 100*time.Millisecond))
-		mctx, mcancel := context.WithTimeout(context.Background(), bound)
-		if err := hookstats.Record(mctx, h.Metrics, h.Lock, ev); err != nil {
-			log.Warn("hook counters not updated", "err", err)
+		if countErr == nil {
+			bound := min(metricsBound, max(time.Until(deadline), 100*time.Millisecond))
+			mctx, mcancel := context.WithTimeout(context.Background(), bound)
+			countErr = hookstats.Fold(mctx, h.Metrics, h.Lock)
+			mcancel()
 		}
-		mcancel()
+		if countErr != nil {
+			log.Warn("hook counters", "err", countErr)
+		}
 	}
 	return r.err
 }

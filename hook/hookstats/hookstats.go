@@ -162,14 +162,17 @@ func EventsDir(path string) string {
 // deletes them without counting them twice. Prometheus parsers ignore it.
 const foldedPrefix = "# agentcg_folded_events "
 
-// Record adds e to the counters of the file at path: it writes e as a
-// pending event (no lock), then tries, within ctx, to take the folder's
-// lock (nil lock: dirlock.LockContext) and fold every pending event into
-// the file. When the lock is busy the event stays pending for the next run
-// to fold; that is not an error. A counter file that does not parse is
-// started anew (a counter reset, which Prometheus handles), and the error
-// says so.
+// Record adds e to the counters of the file at path: AddEvent, then Fold.
 func Record(ctx context.Context, path string, lock LockFunc, e Event) error {
+	if err := AddEvent(path, e); err != nil {
+		return err
+	}
+	return Fold(ctx, path, lock)
+}
+
+// AddEvent writes e as a pending event beside the file at path: one small
+// file of its own, atomically, with no lock. Read counts it from then on.
+func AddEvent(path string, e Event) error {
 	dir := EventsDir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("hook counters %s: %w", path, err)
@@ -178,6 +181,15 @@ func Record(ctx context.Context, path string, lock LockFunc, e Event) error {
 	if err := jsonfile.Write(filepath.Join(dir, name), e); err != nil {
 		return fmt.Errorf("hook counters %s: %w", path, err)
 	}
+	return nil
+}
+
+// Fold tries, within ctx, to take the folder's lock (nil lock:
+// dirlock.LockContext) and fold every pending event into the file at path.
+// When the lock is busy the events stay pending for a later fold; that is
+// not an error. A counter file that does not parse is started anew (a
+// counter reset, which Prometheus handles), and the error says so.
+func Fold(ctx context.Context, path string, lock LockFunc) error {
 	if lock == nil {
 		lock = dirlock.LockContext
 	}

@@ -195,18 +195,7 @@ func (f *cfgFlags) load(cmd *cobra.Command) (config.Config, error) {
 
 // decideLimit fills parent_limit_bytes 0 from the plan at scale.
 func decideLimit(cfg *config.Config, traces map[string]*trace.Trace, scale float64) (string, error) {
-	if cfg.ParentLimitBytes != 0 {
-		return "", nil
-	}
-	l, r, err := contention.ChooseLimit(*cfg, traces, scale)
-	if err != nil {
-		return "", err
-	}
-	cfg.ParentLimitBytes = l
-	if r[0] == r[1] {
-		return fmt.Sprintf("parent limit %s unscaled: no limit meets the floor (allowed weak), so 2%% above the least that fits HIGH (%s)", contention.MB(l), contention.MB(r[0])), nil
-	}
-	return fmt.Sprintf("parent limit chosen from the plan: %s unscaled, the middle of %s–%s", contention.MB(l), contention.MB(r[0]), contention.MB(r[1])), nil
+	return contention.DecideLimit(cfg, traces, scale)
 }
 
 func planCommand() *cobra.Command {

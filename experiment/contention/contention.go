@@ -105,7 +105,7 @@ type Estimate struct {
 
 // DefaultEstimate was measured in the TCG VM on the 2-core development
 // machine (experiment/README.md gives the numbers and the load).
-var DefaultEstimate = Estimate{RunS: 4, SessionS: 2.5, FixedS: 150}
+var DefaultEstimate = Estimate{RunS: 8, SessionS: 3.5, FixedS: 90}
 
 // SessionPlan is one session in the plan.
 type SessionPlan struct {
@@ -438,4 +438,21 @@ func ChooseLimit(cfg config.Config, traces map[string]*trace.Trace, scale float6
 	}
 	// Round to 1 MB for a readable config.
 	return (r[0] + r[1]) / 2 / 1_000_000 * 1_000_000, r, nil
+}
+
+// DecideLimit fills parent_limit_bytes 0 from the plan at scale (see
+// ChooseLimit) and says how it was chosen; a set limit is kept.
+func DecideLimit(cfg *config.Config, traces map[string]*trace.Trace, scale float64) (string, error) {
+	if cfg.ParentLimitBytes != 0 {
+		return "", nil
+	}
+	l, r, err := ChooseLimit(*cfg, traces, scale)
+	if err != nil {
+		return "", err
+	}
+	cfg.ParentLimitBytes = l
+	if r[0] == r[1] {
+		return fmt.Sprintf("parent limit %s unscaled: no limit meets the floor (allowed weak), so 2%% above the least that fits HIGH (%s)", MB(l), MB(r[0])), nil
+	}
+	return fmt.Sprintf("parent limit chosen from the plan: %s unscaled, the middle of %s–%s", MB(l), MB(r[0]), MB(r[1])), nil
 }

@@ -28,7 +28,8 @@ type Env struct {
 
 // Calibration is how the memory scale was chosen (mem_scale 0).
 type Calibration struct {
-	Bytes           int64   `json:"bytes"`             // touched by the measurement
+	Bytes           int64   `json:"bytes"`             // touched by each process of the measurement
+	Processes       int     `json:"processes"`         // filling at once (one per session)
 	RandomShare     float64 `json:"random_share"`      // page content, as the replays write it
 	FillBytesPerS   float64 `json:"fill_bytes_per_s"`  // measured first-touch rate
 	NeedBytesPerS   float64 `json:"need_bytes_per_s"`  // HIGH's fastest growth at scale 1 and the run's speed

@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -54,29 +56,58 @@ func ChooseScale(rate, need, safety float64, limitUnscaled, memBytes int64) (sca
 	if scale <= 0 {
 		return 0, memCap
 	}
-	e := math.Pow(10, math.Floor(math.Log10(scale))-1)
-	return math.Floor(scale/e+1e-9) * e, memCap
+	// Two significant digits, rounded down, as a decimal that prints short.
+	digits := int(math.Floor(math.Log10(scale))) - 1
+	e := math.Pow(10, float64(digits))
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(math.Floor(scale/e+1e-9)*e, 'f', max(0, -digits), 64), 64)
+	return v, memCap
 }
 
-// MeasureFill runs `agentcg-replay rate` twice (the first warms up) in a
-// fresh cgroup beside the experiment's parent, so the pages are charged
-// as a session's are, and returns the second measurement.
-func MeasureFill(ctx context.Context, replayBin string, t Tree, bytes int64, randomShare float64) (replay.RateResult, error) {
-	var r replay.RateResult
-	dir := filepath.Join(t.Root, t.Parent+"-calibrate")
-	_ = os.Remove(dir)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return r, fmt.Errorf("calibration cgroup: %w", err)
+// MeasureFill runs `agentcg-replay rate` in procs processes at once (one
+// per session: under TCG every vCPU runs on one host thread, and a page
+// fault costs several times more when processes take turns than when one
+// runs alone), each in a fresh cgroup beside the experiment's parent so the
+// pages are charged as a session's are. It runs twice (the first warms up)
+// and returns the slowest process of the second round.
+func MeasureFill(ctx context.Context, replayBin string, t Tree, bytes int64, randomShare float64, procs int) (replay.RateResult, error) {
+	var slowest replay.RateResult
+	procs = max(1, procs)
+	var dirs []string
+	defer func() {
+		for _, d := range dirs {
+			os.Remove(d)
+		}
+	}()
+	for i := range procs {
+		d := filepath.Join(t.Root, fmt.Sprintf("%s-calibrate-%d", t.Parent, i))
+		_ = os.Remove(d)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return slowest, fmt.Errorf("calibration cgroup: %w", err)
+		}
+		dirs = append(dirs, d)
 	}
-	defer os.Remove(dir)
-	for i := range 2 {
-		var err error
-		if r, err = runRate(ctx, replayBin, dir, "--bytes", strconv.FormatInt(bytes, 10),
-			"--random-share", strconv.FormatFloat(randomShare, 'g', -1, 64)); err != nil {
-			return r, fmt.Errorf("round %d: %w", i, err)
+	for round := range 2 {
+		res := make([]replay.RateResult, procs)
+		errs := make([]error, procs)
+		var wg sync.WaitGroup
+		for i, d := range dirs {
+			wg.Go(func() {
+				res[i], errs[i] = runRate(ctx, replayBin, d, "--bytes", strconv.FormatInt(bytes, 10),
+					"--random-share", strconv.FormatFloat(randomShare, 'g', -1, 64))
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return slowest, fmt.Errorf("round %d: %w", round, err)
+		}
+		slowest = res[0]
+		for _, r := range res[1:] {
+			if r.FillBytesPerS < slowest.FillBytesPerS {
+				slowest = r
+			}
 		}
 	}
-	return r, nil
+	return slowest, nil
 }
 
 // runRate runs `agentcg-replay rate args…` inside the cgroup dir.
@@ -108,14 +139,15 @@ func Calibrate(ctx context.Context, cfg config.Config, replayBin string, t Tree,
 		return c, err
 	}
 	c.NeedBytesPerS = need
-	r, err := MeasureFill(ctx, replayBin, t, cfg.CalibrateBytes, cfg.RandomShare)
+	c.Processes = len(cfg.Sessions)
+	r, err := MeasureFill(ctx, replayBin, t, cfg.CalibrateBytes, cfg.RandomShare, c.Processes)
 	if err != nil {
 		return c, err
 	}
 	c.FillBytesPerS = r.FillBytesPerS
 	c.Scale, c.MemoryCapScale = ChooseScale(r.FillBytesPerS, need, cfg.CalibrateSafety, limitUnscaled, memTotal())
-	c.Note = fmt.Sprintf("first-touch %.0f MB/s with %.0f%% random page content; HIGH's fastest step needs %.0f MB/s at scale 1 and speed %g; scale %g keeps it within %.0f%% of the measured rate",
-		r.FillBytesPerS/1e6, 100*cfg.RandomShare, need/1e6, cfg.Speed, c.Scale, 100*cfg.CalibrateSafety)
+	c.Note = fmt.Sprintf("first-touch %.0f MB/s per process with %d filling at once and %.0f%% random page content; HIGH's fastest step needs %.0f MB/s at scale 1 and speed %g; scale %g keeps it within %.0f%% of the measured rate",
+		r.FillBytesPerS/1e6, c.Processes, 100*cfg.RandomShare, need/1e6, cfg.Speed, c.Scale, 100*cfg.CalibrateSafety)
 	if c.Scale <= 0 {
 		return c, fmt.Errorf("calibration: no usable memory scale (%s)", c.Note)
 	}

@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/agentcg/agentcg/cgroup"
+	"github.com/agentcg/agentcg/experiment/results"
 )
 
 // Cost is what making memory resident costs in one reclaim regime, in
@@ -79,21 +81,40 @@ func MeasureCosts(ctx context.Context, replayBin string, t Tree, z *Zram, scratc
 			if err := set(bytes/2, cgroup.Max); err != nil {
 				return err
 			}
-			r, err = runRate(ctx, replayBin, dir, "--bytes", n, "--random-share", share, "--rereads", "1")
+			// The device's fullest moment, while the process holds its pages.
+			done, stop := make(chan struct{}), make(chan struct{})
+			var peak results.Zram
+			go func() {
+				defer close(done)
+				t := time.NewTicker(100 * time.Millisecond)
+				defer t.Stop()
+				for {
+					if st := z.Stat(); st.OrigBytes > peak.OrigBytes {
+						peak = st
+					}
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+					}
+				}
+			}()
+			r, err = runRate(ctx, replayBin, dir, "--bytes", n, "--random-share", share, "--rereads", "1", "--hold", "1s")
+			close(stop)
+			<-done
 			if err != nil {
 				return err
 			}
 			c.ReclaimSPerGB, c.RereadSPerGB = gb(r.FillS), gb(r.RereadS[0])
-			st := z.Stat()
-			if st.ComprBytes > 0 {
-				c.ZramRatio = float64(st.OrigBytes) / float64(st.ComprBytes)
+			if peak.ComprBytes > 0 {
+				c.ZramRatio = float64(peak.OrigBytes) / float64(peak.ComprBytes)
 			}
 			return nil
 		}()
 		if err != nil {
 			return out, err
 		}
-		c.Note = "zram; ratio is what the device held when the reread ended"
+		c.Note = "zram; the ratio is the device's when it held the most"
 		out = append(out, c)
 	}
 

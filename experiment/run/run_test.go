@@ -237,9 +237,11 @@ func TestChooseScale(t *testing.T) {
 		{150e6, 323e6, 0.5, 4e9, 3e9, 0.23},  // memory allows 0.375
 		{1e9, 100e6, 0.5, 4e9, 2e9, 0.25},    // memory caps it
 		{15e6, 323e6, 0.5, 4e9, 64e9, 0.023},
+		{41e6, 344e6, 0.5, 4e9, 64e9, 0.059}, // measured: must print as 0.059
+
 	}
 	for _, tc := range tests {
-		if got, _ := ChooseScale(tc.rate, tc.need, tc.safety, tc.limit, tc.mem); math.Abs(got-tc.want) > 1e-12 {
+		if got, _ := ChooseScale(tc.rate, tc.need, tc.safety, tc.limit, tc.mem); got != tc.want {
 			t.Errorf("ChooseScale(%v, %v, %v, %d, %d) = %v, want %v", tc.rate, tc.need, tc.safety, tc.limit, tc.mem, got, tc.want)
 		}
 	}

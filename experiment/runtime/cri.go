@@ -104,7 +104,9 @@ func (c *CRI) Start(ctx context.Context, id string) error {
 }
 
 func (c *CRI) Wait(ctx context.Context, id string) (Exit, error) {
-	t := time.NewTicker(100 * time.Millisecond)
+	// Every status call is work for containerd, on the same (emulated)
+	// CPUs as the sessions; half a second of exit latency costs nothing.
+	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
 		st, err := c.rs.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: id})

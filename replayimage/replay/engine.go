@@ -41,7 +41,7 @@ type Options struct {
 	StartFile string
 	ReadyFile string
 	// StopFile, when set, ends the replay as complete once it exists
-	// (checked at every step and every 50 ms while waiting): a looping
+	// (checked at every step and every 200 ms while waiting): a looping
 	// session runs until the session that sets the run's length is done.
 	StopFile string
 	// Delay postpones step 0 by this much after the start.
@@ -486,9 +486,11 @@ func waitStart(ctx context.Context, opt Options) (time.Time, error) {
 // startPoll is how often a start file is looked for.
 const startPoll = 20 * time.Millisecond
 
-// retouchTick is how often the working set is re-read while a paced
-// replay waits for its next step.
-const retouchTick = 50 * time.Millisecond
+// retouchTick is how often the working set is re-read (and the stop file
+// looked for) while a paced replay waits for its next step. Under TCG every
+// wake-up switches the guest's context and costs the other replays their
+// soft-TLB, so it is not shorter.
+const retouchTick = 200 * time.Millisecond
 
 // retoucher reads RetouchPerS of the resident pages per second, cycling
 // through anonymous and file pages in proportion to their residency.

@@ -204,7 +204,7 @@ func newRun(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&stepLog, "step-log", "", "write one JSON line per step here (CLOCK_MONOTONIC times)")
 	f.StringVar(&opt.StartFile, "start-file", "", "poll this file until it holds the Unix start time (seconds): a barrier decided once every session is ready")
 	f.StringVar(&opt.ReadyFile, "ready-file", "", "create this file when ready to start (before waiting for the barrier)")
-	f.StringVar(&opt.StopFile, "stop-file", "", "end the replay, complete, once this file exists (checked every step and every 50 ms)")
+	f.StringVar(&opt.StopFile, "stop-file", "", "end the replay, complete, once this file exists (checked every step and every 200 ms)")
 	f.Float64Var(&delay, "delay", 0, "start step 0 this many wall seconds after the start (barrier)")
 	f.StringVar(&window, "window", "", "replay only FROM:TO of the trace (trace seconds)")
 	f.BoolVar(&opt.Window.Loop, "loop", false, "repeat the window until --duration")

@@ -100,7 +100,7 @@ func TestDefaultProfileMeetsTheFloor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, scale := range []float64{1, 0.2, 0.1} {
+	for _, scale := range []float64{1, 0.2, 0.1, 0.05, 0.03} {
 		cc := c
 		l, r, err := ChooseLimit(cc, traces, scale)
 		if err != nil {

@@ -12,19 +12,23 @@ const MinOverlapS = 1.0
 const MinCover = 0.9
 
 // ContentionWindow is the run's planned contention window in Unix
-// seconds, stretched by how late HIGH reached its peak.
+// seconds, stretched by how late HIGH reached its peak, and cut where HIGH
+// ended (a HIGH killed before it leaves nothing to contend with).
 func (rd *RunData) ContentionWindow() (from, to float64) {
 	r := rd.Run
 	if r.ContentionEndS <= r.ContentionStartS {
 		return 0, 0
 	}
-	late := 0.0
+	from, to = r.StartUnix+r.ContentionStartS, r.StartUnix+r.ContentionEndS
 	for _, h := range rd.ByRole(RoleHigh) {
 		if h.Replay != nil {
-			late = h.Replay.PeakLatenessS
+			to += h.Replay.PeakLatenessS
+		}
+		if h.ActiveEnd > 0 {
+			to = min(to, h.ActiveEnd)
 		}
 	}
-	return r.StartUnix + r.ContentionStartS, r.StartUnix + r.ContentionEndS + late
+	return from, max(from, to)
 }
 
 // Killed reports whether the session was killed (OOM or another signal).

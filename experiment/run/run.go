@@ -280,11 +280,16 @@ func (o *Orchestrator) Clean(ctx context.Context) error {
 		o.Log.Warn("removed leftover containers", "count", n)
 	}
 	if o.Tree.Exists() {
-		// The runtime removes container cgroups asynchronously.
+		// The runtime removes container cgroups asynchronously (slowly
+		// under TCG); a process still in the tree after the runtime let go
+		// of it is ours to kill.
 		var err error
-		for range 50 {
+		for i := range 150 {
 			if err = o.Tree.Remove(); err == nil {
 				break
+			}
+			if i == 50 {
+				_ = cgroup.Write(o.Tree.ParentDir(), "cgroup.kill", "1")
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -465,18 +470,26 @@ func (o *Orchestrator) runOne(ctx context.Context, pl config.Planned) (rd result
 	for _, s := range sessions {
 		ready = append(ready, filepath.Join(outDir, s.cfg.Name+".ready"))
 	}
+	// Creating and starting are not interrupted half-way: a container
+	// whose create RPC was cancelled may still appear in the runtime, where
+	// nothing would remove it. An interrupt is acted on once all are up.
 	var cw sync.WaitGroup
+	uctx, cancelUp := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+	defer cancelUp()
 	for i, s := range sessions {
 		spec := o.spec(pl, pt, s, i, outDir)
 		cw.Go(func() {
-			id, err := o.Runtime.Create(ctx, spec)
+			id, err := o.Runtime.Create(uctx, spec)
 			s.id, s.err = id, err
 			if err == nil {
-				s.err = o.Runtime.Start(ctx, id)
+				s.err = o.Runtime.Start(uctx, id)
 			}
 		})
 	}
 	cw.Wait()
+	if ctx.Err() != nil {
+		return rd, ctx.Err()
+	}
 	for _, s := range sessions {
 		if s.err != nil {
 			return rd, s.err

@@ -494,7 +494,13 @@ func (d *Data) timeline(g analysis.Group, block int) ([]figures.Panel, error) {
 			if r.Run.ParentLimit > 0 {
 				pn.Limit = float64(r.Run.ParentLimit)
 			}
-			if gp, err := strconv.Atoi(r.Run.Params["gate_pct"]); err == nil && r.Run.GateLimit > 0 {
+			// The gate line of the arm's policy, else the plan's (where the
+			// BPF arm's gate is, for comparison).
+			gp, err := strconv.Atoi(r.Run.Params["gate_pct"])
+			if err != nil && d.Plan != nil {
+				gp, err = int(d.Plan.GatePct), nil
+			}
+			if err == nil && gp > 0 && r.Run.GateLimit > 0 {
 				pn.Gate = float64(r.Run.GateLimit) * float64(gp) / 100
 			}
 			order := []string{"parent"}

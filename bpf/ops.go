@@ -151,7 +151,7 @@ func (p *Policy) reopenOps() (*opsSet, error) {
 
 // ensureOps returns this process's handles on the shared ops, reopening
 // the pins of its key when they exist and loading (then pinning) only when
-// they do not. Callers hold p.mu.
+// they do not. Callers hold opsMu.
 func (p *Policy) ensureOps(ctx context.Context) (*opsSet, error) {
 	if p.ops != nil {
 		if p.ops.current() {
@@ -183,7 +183,7 @@ func (p *Policy) ensureOps(ctx context.Context) (*opsSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.loads++
+	p.loads.Add(1)
 	p.log.Info("loaded BPF objects", "pin_dir", p.cfg.PinDir, "high_ops", filepath.Base(o.highPin),
 		"low_ops", filepath.Base(o.lowPin), "took", time.Since(t0).Round(time.Millisecond))
 	p.cleanStaleOps(o)

@@ -17,7 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 
 	"github.com/agentcg/agentcg/cgroup"
 	"github.com/agentcg/agentcg/policy"
@@ -57,15 +57,35 @@ type Options struct {
 // Policy is the BPF implementation of policy.Policy. Preload or the first
 // Attach reopens the pinned ops of its knobs, or loads them when no process
 // has yet (ops.go); List, Stats and Detach work from the pins and records
-// alone, so they load nothing.
+// alone, so they load nothing. It is safe for concurrent use; attaches and
+// detaches of different cgroups never wait on each other (README, "Locks").
 type Policy struct {
 	cfg  policy.Config
 	recs records
 	log  *slog.Logger
+	kern kernel
 
-	mu    sync.Mutex
-	ops   *opsSet // nil until Preload or the first Attach
-	loads int     // times this Policy loaded the objects (tests, logs)
+	// opsMu, a one-slot semaphore taken with the caller's context, guards
+	// ops. It is held across a load (once per boot and knob set) but never
+	// across a per-cgroup kernel call: an attach links through its own
+	// duplicates of the maps (opsFor).
+	opsMu chan struct{}
+	ops   *opsSet      // nil until Preload or the first Attach
+	loads atomic.Int64 // times this Policy loaded the objects (tests, logs)
+}
+
+// kernel is the part of an attach that needs cgroup2 and memcg_bpf_ops;
+// host tests replace it to run the locking and record logic without them.
+type kernel struct {
+	// cgroupID is the id of the cgroup open as dir (cgroupDirID).
+	cgroupID func(dir *os.File) (uint64, error)
+	// prepare gets the objects ready (Preload); AttachDir calls it before
+	// taking any lock.
+	prepare func(ctx context.Context) error
+	// link adds a HIGH cgroup's growth entry, links the priority's ops to
+	// the cgroup open as dir and pins the link at pin; on an error it
+	// leaves nothing behind.
+	link func(ctx context.Context, dir *os.File, path string, prio policy.Priority, id uint64, pin string) error
 }
 
 var (
@@ -101,7 +121,9 @@ func Load(opts Options) (*Policy, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Policy{cfg: cfg, recs: records{opts.RecordDir}, log: opts.Logger}, nil
+	p := &Policy{cfg: cfg, recs: records{dir: opts.RecordDir}, log: opts.Logger, opsMu: make(chan struct{}, 1)}
+	p.kern = kernel{cgroupID: cgroupDirID, prepare: p.Preload, link: p.linkAndPin}
+	return p, nil
 }
 
 // Mode implements policy.Policy.
@@ -122,19 +144,61 @@ func (p *Policy) pinPath(id uint64) string {
 // its request path only attaches, and so that mode auto sees any load
 // failure before it commits to BPF.
 func (p *Policy) Preload(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, err := p.ensureOps(ctx)
+	unlock, err := p.lockOps(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	_, err = p.ensureOps(ctx)
 	return err
+}
+
+// lockOps takes opsMu, or gives up when ctx ends.
+func (p *Policy) lockOps(ctx context.Context) (func(), error) {
+	unlock := func() { <-p.opsMu }
+	select {
+	case p.opsMu <- struct{}{}:
+		return unlock, nil
+	default:
+	}
+	select {
+	case p.opsMu <- struct{}{}:
+		return unlock, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for this process's load of the BPF objects: %w", context.Cause(ctx))
+	}
+}
+
+// opsFor returns this caller's own handles (duplicated descriptors) on the
+// priority's ops and on the HIGH growth map: it links with them holding no
+// lock of this process, and a reload or Close meanwhile cannot close them.
+func (p *Policy) opsFor(ctx context.Context, prio policy.Priority) (ops, growth *ebpf.Map, err error) {
+	unlock, err := p.lockOps(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
+	o, err := p.ensureOps(ctx) // what Preload got, unless detach --all removed it since
+	if err != nil {
+		return nil, nil, err
+	}
+	src := o.low
+	if prio == policy.High {
+		src = o.high
+	}
+	if ops, err = src.Clone(); err != nil {
+		return nil, nil, fmt.Errorf("duplicate %s ops: %w", prio, err)
+	}
+	if growth, err = o.growth.Clone(); err != nil {
+		ops.Close()
+		return nil, nil, fmt.Errorf("duplicate %s: %w", highMapName, err)
+	}
+	return ops, growth, nil
 }
 
 // Loads reports how many times this Policy loaded the objects (0 when it
 // only reopened pinned ones).
-func (p *Policy) Loads() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.loads
-}
+func (p *Policy) Loads() int { return int(p.loads.Load()) }
 
 // Attach implements policy.Policy: it opens dir and attaches through it
 // (AttachDir).
@@ -157,17 +221,11 @@ func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (
 // BPF_LINK_CREATE all use dir's descriptor; path only goes into the record
 // and messages.
 func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio policy.Priority) (policy.Link, error) {
-	var ops func(*opsSet) *ebpf.Map
-	switch prio {
-	case policy.High:
-		ops = func(o *opsSet) *ebpf.Map { return o.high }
-	case policy.Low:
-		ops = func(o *opsSet) *ebpf.Map { return o.low }
-	default:
+	if prio != policy.High && prio != policy.Low {
 		return policy.Link{}, fmt.Errorf("attach %s: %w", path, errInvalidPriority(prio))
 	}
 	path = filepath.Clean(path)
-	id, err := cgroupDirID(dir)
+	id, err := p.kern.cgroupID(dir)
 	if err != nil {
 		return policy.Link{}, fmt.Errorf("attach %s ops to %s: %w", prio, path, err)
 	}
@@ -176,73 +234,82 @@ func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio 
 	if err := unix.Faccessat(int(dir.Fd()), "memory.current", unix.F_OK, 0); err != nil {
 		return policy.Link{}, fmt.Errorf("attach %s ops to %s: no memory controller (enable +memory in the parent's cgroup.subtree_control): memory.current: %w", prio, path, err)
 	}
-	// Get the objects ready before the record lock, so that a load (the
-	// verifier's seconds) never holds up other processes' attaches.
-	if err := p.Preload(ctx); err != nil {
+	// Get the objects ready before any lock, so that a load (the
+	// verifier's seconds) never holds up other attaches.
+	if err := p.kern.prepare(ctx); err != nil {
 		return policy.Link{}, fmt.Errorf("attach %s ops to %s: %w", prio, path, err)
 	}
-	unlock, err := p.recs.lock(ctx)
+	// This cgroup's lock only: the record, the pin and the link of another
+	// cgroup are never read or waited for here.
+	unlock, err := p.recs.lockID(ctx, id)
 	if err != nil {
-		return policy.Link{}, err
+		return policy.Link{}, fmt.Errorf("attach %s ops to %s: %w", prio, path, err)
 	}
 	defer unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
 
-	if _, err := p.reconcileLocked(ctx); err != nil {
-		p.log.Warn("reconcile before attach", "err", err)
-	}
 	pin := p.pinPath(id)
 	rec := record{CgroupID: id, CgroupPath: path, Priority: prio, PinPath: pin}
-	if old, ok := p.findLocked(id); ok {
-		if old.Priority == prio && pinned(pin) {
-			return p.linkOf(old, false), nil
-		}
+	switch old, err := p.recs.get(id); {
+	case err == nil && old.Priority == prio && pinned(pin):
+		return p.linkOf(old, false), nil
+	case err == nil:
 		if err := p.detachLocked(old); err != nil {
 			return policy.Link{}, err
 		}
-	} else if err := unpin(pin); err != nil {
-		// A pin without a readable record (see List) would make the
-		// kernel refuse this attach with EBUSY; this cgroup is live.
+	case !errors.Is(err, fs.ErrNotExist):
+		p.log.Warn("replacing an unreadable link record", "cgroup", path, "id", id, "err", err)
+	}
+	// A pin without a readable record (see List) would make the kernel
+	// refuse this attach with EBUSY; this cgroup is live.
+	if err := unpin(pin); err != nil {
 		return policy.Link{}, fmt.Errorf("attach %s: %w", path, err)
 	}
-	o, err := p.ensureOps(ctx) // what Preload got, unless detach --all removed it since
-	if err != nil {
+	if err := p.kern.link(ctx, dir, path, prio, id, pin); err != nil {
 		return policy.Link{}, err
-	}
-	// A HIGH cgroup gets a fresh GrowthSignal state that LOW's programs
-	// sample; it goes before the link so that no HIGH runs unobserved.
-	undo := func() {}
-	if prio == policy.High {
-		if err := o.growth.Put(id, make([]byte, o.growth.ValueSize())); err != nil {
-			return policy.Link{}, fmt.Errorf("attach %s: add HIGH cgroup %d to %s: %w", path, id, highMapName, err)
-		}
-		undo = func() { o.growth.Delete(id) }
-	}
-	l, err := attachToCgroup(ops(o), dir, path)
-	if err != nil {
-		undo()
-		return policy.Link{}, fmt.Errorf("attach %s ops: %w", prio, err)
-	}
-	defer l.Close() // the pin keeps the link
-	if err := os.MkdirAll(p.linksDir(), 0o755); err != nil {
-		undo()
-		return policy.Link{}, fmt.Errorf("attach %s: %w", path, err)
-	}
-	if err := l.Pin(pin); err != nil {
-		undo()
-		return policy.Link{}, fmt.Errorf("attach %s: pin %s: %w", path, pin, err)
 	}
 	if err := p.recs.put(rec); err != nil {
 		// Detach now, not when the last fd goes: a retry would see EBUSY.
-		if uerr := unpin(pin); uerr != nil {
-			err = errors.Join(err, uerr)
+		if derr := p.detachLocked(rec); derr != nil {
+			err = errors.Join(err, derr)
 		}
-		undo()
 		return policy.Link{}, err
 	}
 	p.log.Debug("attached", "cgroup", path, "id", id, "priority", prio, "pin", pin)
 	return p.linkOf(rec, false), nil
+}
+
+// linkAndPin is kernel.link.
+func (p *Policy) linkAndPin(ctx context.Context, dir *os.File, path string, prio policy.Priority, id uint64, pin string) error {
+	ops, growth, err := p.opsFor(ctx, prio)
+	if err != nil {
+		return fmt.Errorf("attach %s ops to %s: %w", prio, path, err)
+	}
+	defer ops.Close()
+	defer growth.Close()
+	// A HIGH cgroup gets a fresh GrowthSignal state that LOW's programs
+	// sample; it goes before the link so that no HIGH runs unobserved.
+	undo := func() {}
+	if prio == policy.High {
+		if err := growth.Put(id, make([]byte, growth.ValueSize())); err != nil {
+			return fmt.Errorf("attach %s: add HIGH cgroup %d to %s: %w", path, id, highMapName, err)
+		}
+		undo = func() { growth.Delete(id) }
+	}
+	l, err := attachToCgroup(ops, dir, path)
+	if err != nil {
+		undo()
+		return fmt.Errorf("attach %s ops: %w", prio, err)
+	}
+	defer l.Close() // the pin keeps the link
+	if err := os.MkdirAll(p.linksDir(), 0o755); err != nil {
+		undo()
+		return fmt.Errorf("attach %s: %w", path, err)
+	}
+	if err := l.Pin(pin); err != nil {
+		undo()
+		return fmt.Errorf("attach %s: pin %s: %w", path, pin, err)
+	}
+	return nil
 }
 
 func errInvalidPriority(p policy.Priority) error {
@@ -260,21 +327,9 @@ func (p *Policy) linkOf(rec record, orphan bool) policy.Link {
 		Mode: policy.ModeBPF, PinPath: rec.PinPath, Orphan: orphan}
 }
 
-func (p *Policy) findLocked(id uint64) (record, bool) {
-	recs, _, err := p.recs.all()
-	if err != nil {
-		return record{}, false
-	}
-	for _, r := range recs {
-		if r.CgroupID == id {
-			return r, true
-		}
-	}
-	return record{}, false
-}
-
 // detachLocked removes the pin (which releases the link), the HIGH growth
-// entry and the record. Counters stay readable until detach --all.
+// entry and the record. Counters stay readable until detach --all. The
+// caller holds the cgroup id's lock, or the whole record dir.
 func (p *Policy) detachLocked(rec record) error {
 	if err := unpin(rec.PinPath); err != nil {
 		return fmt.Errorf("detach %s (cgroup %d): %w", rec.CgroupPath, rec.CgroupID, err)
@@ -294,44 +349,48 @@ func (p *Policy) pinnedMap(name string) (*ebpf.Map, error) {
 	return ebpf.LoadPinnedMap(filepath.Join(p.mapsDir(), name), nil)
 }
 
-// Detach implements policy.Policy. It finds the attachment by path through
-// the records, so it works after the cgroup directory has been removed.
+// Detach implements policy.Policy. While dir exists, it detaches the
+// cgroup it names (found by its id: one record read); once dir is gone, it
+// finds the attachments recorded under that path in the records. Either
+// way it holds only the lock of each cgroup id it detaches.
 func (p *Policy) Detach(ctx context.Context, dir string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
-	unlock, err := p.recs.lock(ctx)
+	if id, err := cgroup.ID(abs); err == nil {
+		return p.detachID(ctx, id, abs)
+	}
+	recs, _, err := p.records()
 	if err != nil {
 		return err
+	}
+	var errs []error
+	for _, r := range recs {
+		if r.CgroupPath == abs {
+			errs = append(errs, p.detachID(ctx, r.CgroupID, abs))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// detachID detaches one cgroup id under its lock, from its record as it is
+// now. A pin without a readable record (record dir lost, or the record
+// corrupt) goes too: the id names it.
+func (p *Policy) detachID(ctx context.Context, id uint64, path string) error {
+	unlock, err := p.recs.lockID(ctx, id)
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", path, err)
 	}
 	defer unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	recs, bad, err := p.records()
+	rec, err := p.recs.get(id)
 	if err != nil {
-		return err
-	}
-	id, idErr := cgroup.ID(abs)
-	for _, r := range recs {
-		if r.CgroupPath == abs || (idErr == nil && r.CgroupID == id) {
-			if err := p.detachLocked(r); err != nil {
-				return err
-			}
+		if !errors.Is(err, fs.ErrNotExist) {
+			p.log.Warn("removing an unreadable link record with its cgroup's pin", "cgroup", path, "id", id, "err", err)
 		}
+		rec = record{CgroupID: id, CgroupPath: path, PinPath: p.pinPath(id)}
 	}
-	// A pin without a readable record (record dir lost, or the record
-	// corrupt): the id names it while the cgroup exists.
-	if idErr == nil {
-		rec := record{CgroupID: id, CgroupPath: abs, PinPath: p.pinPath(id)}
-		if slices.ContainsFunc(bad, func(b badRecord) bool { return b.id == id }) {
-			return p.detachLocked(rec)
-		}
-		if err := unpin(rec.PinPath); err != nil {
-			return fmt.Errorf("detach %s: %w", abs, err)
-		}
-	}
-	return nil
+	return p.detachLocked(rec)
 }
 
 // records returns the readable records and logs each one it had to skip.
@@ -370,14 +429,14 @@ func unpin(pin string) error {
 
 // DetachAll removes every attachment, the ops and the shared maps
 // (counters included): nothing agentcg pinned is left under PinDir.
+// It holds the whole record dir: it waits for every attach and detach in
+// progress (each within its bound) and keeps new ones out until it is done.
 func (p *Policy) DetachAll(ctx context.Context) error {
-	unlock, err := p.recs.lock(ctx)
+	unlock, err := p.recs.lockAll(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	recs, bad, err := p.records()
 	if err != nil {
 		return err
@@ -389,10 +448,13 @@ func (p *Policy) DetachAll(ctx context.Context) error {
 	for _, b := range bad {
 		errs = append(errs, os.Remove(filepath.Join(p.recs.dir, b.name)))
 	}
-	if p.ops != nil {
-		p.ops.close()
-		p.ops = nil
-	}
+	if unlockOps, err := p.lockOps(ctx); err == nil {
+		if p.ops != nil {
+			p.ops.close()
+			p.ops = nil
+		}
+		unlockOps()
+	} // else this process's handles stay open; the next attach finds their pins gone and reloads
 	errs = append(errs, p.removePins())
 	return errors.Join(errs...)
 }
@@ -475,23 +537,16 @@ func (p *Policy) List(ctx context.Context) ([]policy.Link, error) {
 }
 
 // Reconcile removes attachments whose cgroup is gone (or whose pin was
-// removed by hand) and stray pins without a record. It returns what it removed.
+// removed by hand) and stray pins without a record. It returns what it
+// removed. It waits for no attach: each candidate's cgroup id is locked
+// without waiting and checked again under that lock; one held by an attach
+// or detach in progress is left for the next reconcile.
 func (p *Policy) Reconcile(ctx context.Context) ([]policy.Link, error) {
-	unlock, err := p.recs.lock(ctx)
+	unlock, err := p.recs.lockShared(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	removed, err := p.reconcileLocked(ctx)
-	if err != nil {
-		return removed, err
-	}
-	return removed, nil
-}
-
-func (p *Policy) reconcileLocked(ctx context.Context) ([]policy.Link, error) {
 	links, err := p.List(ctx)
 	if err != nil {
 		return nil, err
@@ -502,15 +557,50 @@ func (p *Policy) reconcileLocked(ctx context.Context) ([]policy.Link, error) {
 		if !l.Orphan {
 			continue
 		}
-		rec := record{CgroupID: l.CgroupID, CgroupPath: l.CgroupPath, Priority: l.Priority, PinPath: l.PinPath}
-		if err := p.detachLocked(rec); err != nil {
+		gone, err := p.removeOrphan(l)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		p.log.Info("removed orphan link", "cgroup", l.CgroupPath, "id", l.CgroupID, "pin", l.PinPath)
-		removed = append(removed, l)
+		if gone {
+			p.log.Info("removed orphan link", "cgroup", l.CgroupPath, "id", l.CgroupID, "pin", l.PinPath)
+			removed = append(removed, l)
+		}
 	}
 	return removed, errors.Join(errs...)
+}
+
+// removeOrphan removes what List reported as the orphan l, if it still is
+// one under its cgroup id's lock. gone is false when the id is busy or l
+// is no longer an orphan.
+func (p *Policy) removeOrphan(l policy.Link) (gone bool, err error) {
+	if l.CgroupID == 0 {
+		// A pin not named cg-<id>: no attach makes or uses it.
+		return true, unpin(l.PinPath)
+	}
+	unlock, ok, err := p.recs.tryID(l.CgroupID)
+	if err != nil || !ok {
+		if !ok && err == nil {
+			p.log.Debug("orphan candidate busy; left for the next reconcile", "id", l.CgroupID, "pin", l.PinPath)
+		}
+		return false, err
+	}
+	defer unlock()
+	rec, err := p.recs.get(l.CgroupID)
+	switch {
+	case err == nil:
+		if alive(rec) && pinned(rec.PinPath) {
+			return false, nil // attached again since List
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if !pinned(l.PinPath) {
+			return false, nil // detached since List
+		}
+		rec = record{CgroupID: l.CgroupID, PinPath: l.PinPath}
+	default:
+		return false, nil // unreadable now: its cgroup may be alive (see List)
+	}
+	return true, p.detachLocked(rec)
 }
 
 // Stats implements policy.Policy: the counters of every cgroup the programs
@@ -582,8 +672,8 @@ func addCounters(a, b policy.Counters) policy.Counters {
 
 // Close releases this process's objects; pinned links stay attached.
 func (p *Policy) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	unlock, _ := p.lockOps(context.Background()) // waits out a load in progress
+	defer unlock()
 	if p.ops != nil {
 		p.ops.close()
 		p.ops = nil

@@ -39,7 +39,18 @@ func RecordDirFor(pinDir string) string {
 	return DefaultRecordDir + "-" + strings.ReplaceAll(strings.Trim(filepath.Clean(pinDir), "/"), "/", "_")
 }
 
-type records struct{ dir string }
+// records is the record dir. seen, when set (tests), is told the name of
+// every record file read, and "" for every listing of the folder.
+type records struct {
+	dir  string
+	seen func(name string)
+}
+
+func (r records) saw(name string) {
+	if r.seen != nil {
+		r.seen(name)
+	}
+}
 
 func (r records) path(id uint64) string {
 	return filepath.Join(r.dir, strconv.FormatUint(id, 10)+".json")
@@ -59,6 +70,14 @@ func (r records) remove(id uint64) error {
 	return nil
 }
 
+// get reads the record of one cgroup id: fs.ErrNotExist when there is none,
+// another error when the file is unreadable.
+func (r records) get(id uint64) (record, error) {
+	name := strconv.FormatUint(id, 10) + ".json"
+	r.saw(name)
+	return readRecord(filepath.Join(r.dir, name))
+}
+
 // badRecord is a record file that could not be read or decoded.
 type badRecord struct {
 	id   uint64 // from the file name; 0 when the name is not <id>.json
@@ -68,6 +87,7 @@ type badRecord struct {
 
 // all returns every readable record and the record files it skipped: one corrupt file never hides the others (design §6).
 func (r records) all() ([]record, []badRecord, error) {
+	r.saw("")
 	ents, err := os.ReadDir(r.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, nil
@@ -81,6 +101,7 @@ func (r records) all() ([]record, []badRecord, error) {
 		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
+		r.saw(e.Name())
 		rec, err := readRecord(filepath.Join(r.dir, e.Name()))
 		if err != nil {
 			id, _ := strconv.ParseUint(strings.TrimSuffix(e.Name(), ".json"), 10, 64)
@@ -104,10 +125,30 @@ func readRecord(path string) (record, error) {
 	return rec, nil
 }
 
-// lock takes an exclusive flock on the record dir, serialising attach,
-// detach and reconcile across processes (CLI, hook, plugin). It gives up
-// when ctx ends, or after dirlock.DefaultTimeout.
-func (r records) lock(ctx context.Context) (func(), error) { return dirlock.LockContext(ctx, r.dir) }
+// Locks (bpf/README.md, "Locks"): everything that changes one cgroup's
+// attachment holds that cgroup id's lock (lockID), so processes (CLI, hook,
+// plugin) and goroutines working on different cgroups never wait on each
+// other; DetachAll holds the whole folder (lockAll), which waits for every
+// id holder and keeps new ones out. Every wait ends with ctx, or after
+// dirlock.DefaultTimeout.
+
+// lockID takes the record dir shared and the id's own lock exclusive.
+func (r records) lockID(ctx context.Context, id uint64) (func(), error) {
+	return dirlock.LockKey(ctx, r.dir, strconv.FormatUint(id, 10))
+}
+
+// tryID takes the id's lock without waiting, for a caller holding lockShared.
+func (r records) tryID(id uint64) (func(), bool, error) {
+	return dirlock.TryKey(r.dir, strconv.FormatUint(id, 10))
+}
+
+// lockShared keeps DetachAll out without excluding anyone else (Reconcile).
+func (r records) lockShared(ctx context.Context) (func(), error) {
+	return dirlock.LockShared(ctx, r.dir)
+}
+
+// lockAll excludes every other holder (DetachAll).
+func (r records) lockAll(ctx context.Context) (func(), error) { return dirlock.LockContext(ctx, r.dir) }
 
 // alive reports whether the cgroup of rec still exists as the same cgroup
 // (same path and same id; a recreated directory has a new id).

@@ -74,7 +74,11 @@ type Counters struct {
 }
 
 // Policy applies priorities to cgroups. Implementations must be safe for
-// concurrent use: the NRI plugin calls them from several goroutines.
+// concurrent use: the NRI plugin calls them from several goroutines, and
+// the hook and CLI from other processes. Attach and Detach of different
+// cgroups must never wait on each other (design §6: one stuck kernel call
+// holds up only its own cgroup), and an Attach must cost the same however
+// many cgroups are attached (no sweep over the others).
 type Policy interface {
 	// Mode reports the mechanism in use (never ModeAuto).
 	Mode() Mode

@@ -14,11 +14,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/agentcg/agentcg/cgroup"
 	"github.com/agentcg/agentcg/internal/dirlock"
@@ -40,13 +38,15 @@ type Options struct {
 	Logger   *slog.Logger // default slog.Default()
 }
 
-// Policy is the native implementation of policy.Policy.
+// Policy is the native implementation of policy.Policy. It is safe for
+// concurrent use: attaches and detaches hold only their cgroup id's lock
+// (see lockID), so one cgroup's memory.* write, which the kernel may make
+// wait on reclaim, never holds up another cgroup.
 type Policy struct {
 	cfg      policy.Config
 	dir      string
 	fallback error
 	log      *slog.Logger
-	mu       sync.Mutex
 }
 
 var (
@@ -135,13 +135,11 @@ func (p *Policy) AttachDir(ctx context.Context, dir *os.File, path string, prio 
 		return policy.Link{}, fmt.Errorf("attach %s to %s: not a directory", prio, path)
 	}
 	id := st.Ino
-	unlock, err := p.lock(ctx)
+	unlock, err := p.lockID(ctx, id)
 	if err != nil {
-		return policy.Link{}, err
+		return policy.Link{}, fmt.Errorf("attach %s to %s: %w", prio, path, err)
 	}
 	defer unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	switch old, err := p.read(p.path(id)); {
 	case err == nil && old.Priority == prio:
 		return linkOf(old, false), nil
@@ -219,48 +217,61 @@ func (p *Policy) restore(rec record) error {
 }
 
 // Detach implements policy.Policy; it works after the cgroup is gone.
+// While dir exists, it restores the cgroup it names (by its id: one record
+// read); once dir is gone, it finds the records with that path.
 func (p *Policy) Detach(ctx context.Context, dir string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
-	unlock, err := p.lock(ctx)
+	if id, err := cgroup.ID(abs); err == nil {
+		return p.detachID(ctx, id, abs)
+	}
+	recs, _, err := p.all()
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	recs, bad, err := p.all()
-	if err != nil {
-		return err
-	}
-	id, idErr := cgroup.ID(abs)
+	var errs []error
 	for _, r := range recs {
-		if r.CgroupPath == abs || (idErr == nil && r.CgroupID == id) {
-			if err := p.restore(r); err != nil {
-				return err
-			}
+		if r.CgroupPath == abs {
+			errs = append(errs, p.detachID(ctx, r.CgroupID, abs))
 		}
 	}
-	// An unreadable record of this cgroup cannot be restored: drop it.
-	if idErr == nil && slices.Contains(bad, p.path(id)) {
-		if err := os.Remove(p.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("detach %s: %w", abs, err)
-		}
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// DetachAll restores every recorded cgroup.
+// detachID restores one cgroup id under its lock, from its record as it is
+// now.
+func (p *Policy) detachID(ctx context.Context, id uint64, path string) error {
+	unlock, err := p.lockID(ctx, id)
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", path, err)
+	}
+	defer unlock()
+	switch r, err := p.read(p.path(id)); {
+	case err == nil:
+		return p.restore(r)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	default:
+		// An unreadable record cannot be restored: drop it.
+		p.log.Warn("dropping an unreadable native record", "cgroup", path, "err", err)
+		if err := os.Remove(p.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("detach %s: %w", path, err)
+		}
+		return nil
+	}
+}
+
+// DetachAll restores every recorded cgroup. It holds the whole record dir:
+// it waits (bounded) for the attaches and detaches in progress and keeps
+// new ones out until it is done.
 func (p *Policy) DetachAll(ctx context.Context) error {
-	unlock, err := p.lock(ctx)
+	unlock, err := p.lockAll(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	recs, bad, err := p.all()
 	if err != nil {
 		return err
@@ -288,9 +299,11 @@ func (p *Policy) List(ctx context.Context) ([]policy.Link, error) {
 	return out, nil
 }
 
-// Reconcile drops records of removed cgroups.
+// Reconcile drops records of removed cgroups. It waits for no attach:
+// each candidate's id is locked without waiting and checked again; a busy
+// one is left for the next reconcile.
 func (p *Policy) Reconcile(ctx context.Context) ([]policy.Link, error) {
-	unlock, err := p.lock(ctx)
+	unlock, err := dirlock.LockShared(ctx, p.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -300,15 +313,29 @@ func (p *Policy) Reconcile(ctx context.Context) ([]policy.Link, error) {
 		return nil, err
 	}
 	var removed []policy.Link
+	var errs []error
 	for _, l := range links {
-		if l.Orphan {
-			if err := os.Remove(p.path(l.CgroupID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return removed, err
-			}
-			removed = append(removed, l)
+		if !l.Orphan {
+			continue
 		}
+		unlockID, ok, err := dirlock.TryKey(p.dir, strconv.FormatUint(l.CgroupID, 10))
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if !ok {
+			continue // busy: an attach or detach of this id is in progress
+		}
+		// Still an orphan under its lock?
+		if r, err := p.read(p.path(l.CgroupID)); err == nil && !alive(r) {
+			if err := os.Remove(p.path(l.CgroupID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			} else {
+				removed = append(removed, l)
+			}
+		}
+		unlockID()
 	}
-	return removed, nil
+	return removed, errors.Join(errs...)
 }
 
 // Stats implements policy.Policy: the native policy keeps no counters.
@@ -377,6 +404,14 @@ func (p *Policy) all() ([]record, []string, error) {
 	return out, bad, nil
 }
 
-// lock serialises processes (hook, plugin, CLI) on the record dir; it gives
-// up when ctx ends, or after dirlock.DefaultTimeout.
-func (p *Policy) lock(ctx context.Context) (func(), error) { return dirlock.LockContext(ctx, p.dir) }
+// Locks, as in the BPF policy (bpf/README.md, "Locks"): attach and detach
+// hold the record dir shared and their cgroup id's lock exclusive, so
+// processes (hook, plugin, CLI) and goroutines working on different
+// cgroups never wait on each other; DetachAll holds the dir exclusive.
+// Every wait ends with ctx, or after dirlock.DefaultTimeout.
+
+func (p *Policy) lockID(ctx context.Context, id uint64) (func(), error) {
+	return dirlock.LockKey(ctx, p.dir, strconv.FormatUint(id, 10))
+}
+
+func (p *Policy) lockAll(ctx context.Context) (func(), error) { return dirlock.LockContext(ctx, p.dir) }

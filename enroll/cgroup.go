@@ -35,8 +35,11 @@ func (r Resolver) Resolve(pid int, cgroupsPath string) (string, error) {
 }
 
 // Open finds and opens a container's cgroup directory. The candidates, in
-// order: the 0:: line of /proc/<pid>/cgroup, then linux.cgroupsPath in the
-// systemd "slice:prefix:name" form or the cgroupfs form. The first
+// order: linux.cgroupsPath in the systemd "slice:prefix:name" form or the
+// cgroupfs form, then the 0:: line of /proc/<pid>/cgroup. cgroupsPath comes
+// first because it names the cgroup whatever pid namespace we run in; a pid
+// from the runtime means another process, or none, inside a pod without
+// hostPID (the DaemonSet), so it is only the fallback. The first
 // candidate that exists is opened beneath the root (no "..", no symlink, no
 // other mount: cgroup.OpenBeneath); a candidate outside the root is refused
 // rather than skipped, since it means someone tried to point us elsewhere.
@@ -59,16 +62,6 @@ func (r Resolver) Open(pid int, cgroupsPath string) (*os.File, string, error) {
 		tried = append(tried, fmt.Sprintf("%s: %v", what, err))
 		return nil, "", nil, false
 	}
-	if pid > 0 {
-		rel, err := r.fromProc(pid)
-		if err == nil {
-			if f, p, err, done := try(fmt.Sprintf("pid %d", pid), rel); done {
-				return f, p, err
-			}
-		} else {
-			tried = append(tried, err.Error())
-		}
-	}
 	if cgroupsPath != "" {
 		rel, err := RelFromCgroupsPath(cgroupsPath)
 		switch {
@@ -80,6 +73,16 @@ func (r Resolver) Open(pid int, cgroupsPath string) (*os.File, string, error) {
 			if f, p, err, done := try(fmt.Sprintf("cgroupsPath %q", cgroupsPath), rel); done {
 				return f, p, err
 			}
+		}
+	}
+	if pid > 0 {
+		rel, err := r.fromProc(pid)
+		if err == nil {
+			if f, p, err, done := try(fmt.Sprintf("pid %d", pid), rel); done {
+				return f, p, err
+			}
+		} else {
+			tried = append(tried, err.Error())
 		}
 	}
 	if len(tried) == 0 {

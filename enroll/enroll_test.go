@@ -70,7 +70,9 @@ func TestResolve(t *testing.T) {
 		wantErr     error
 	}{
 		{"proc 0:: line", 10, "", docker, nil},
-		{"proc wins over cgroupsPath", 10, "system.slice:docker:abc", docker, nil},
+		{"cgroupsPath wins over proc", 10, "system.slice:docker:abc", bySlice, nil},
+		{"a pid of another pid namespace cannot redirect", 10, "kubepods-besteffort.slice:cri-containerd:abc", kube, nil},
+		{"missing cgroupsPath falls back to proc", 10, "/docker/nope", docker, nil},
 		{"systemd form", 0, "kubepods-besteffort.slice:cri-containerd:abc", kube, nil},
 		{"systemd empty slice", 0, ":docker:abc", bySlice, nil},
 		{"cgroupfs form", 0, "/docker/abc", docker, nil},
@@ -78,7 +80,7 @@ func TestResolve(t *testing.T) {
 		{"v1-only proc falls back", 14, "/docker/abc", docker, nil},
 		{"proc line of another cgroup namespace falls back", 11, "/docker/abc", docker, nil},
 		{"proc line of another cgroup namespace alone", 11, "", "", enroll.ErrCgroupUnresolved},
-		{"dotdot inside a proc line", 15, "/docker/abc", "", enroll.ErrOutsideRoot},
+		{"dotdot inside a proc line", 15, "/docker/nope", "", enroll.ErrOutsideRoot},
 		{"symlink escape in proc", 12, "", "", enroll.ErrOutsideRoot},
 		{"root itself", 13, "", "", enroll.ErrOutsideRoot},
 		{"dotdot escape in cgroupsPath", 0, "/../../..", "", enroll.ErrOutsideRoot},

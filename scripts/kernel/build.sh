@@ -357,6 +357,10 @@ config:       $base_id + ${frags[*]##*/}
 built:        $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), make -j$jobs under nice -n 10
 build time:   ${tbuild} s (load average at the end: $(cut -d' ' -f1-3 /proc/loadavg))
 EOF
+# One line per build, so a later no-op rebuild does not hide how long the
+# full one took.
+printf '%s\t%s\t%s\t%s s\tload %s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$profile" "$release" "$tbuild" \
+	"$(cut -d' ' -f1-3 /proc/loadavg)" "$series_id" >>"$kdir/builds.tsv"
 rm -rf "$out.old"
 [ -d "$out" ] && mv "$out" "$out.old"
 mv "$out.new" "$out"

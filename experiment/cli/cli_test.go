@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -45,5 +48,46 @@ func TestReportCommandNeedsDir(t *testing.T) {
 	c.SetArgs([]string{"report", t.TempDir()})
 	if err := c.Execute(); err == nil {
 		t.Fatal("report on a folder without runs/ succeeded")
+	}
+}
+
+func TestPlanJSONAndWeakRefusal(t *testing.T) {
+	dir := t.TempDir()
+	traces, _ := filepath.Abs("../../replayimage/traces")
+	var out bytes.Buffer
+	c := Command()
+	c.SetArgs([]string{"plan", "--json", "--trace-dir", traces, "--mem-scale", "0.2"})
+	c.SetOut(&out)
+	c.SetErr(os.Stderr)
+	if err := c.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(out.Bytes(), &p); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"high_peak_bytes", "parent_limit_bytes", "give_up_bytes", "give_up_s", "blocks", "budget"} {
+		if _, ok := p[k]; !ok {
+			t.Errorf("plan --json lacks %s", k)
+		}
+	}
+	if p["weak"] != false || p["give_up_s"].(float64) < 2 {
+		t.Errorf("the default plan is weak: %v %v", p["weak"], p["give_up_s"])
+	}
+
+	// A limit far above the coincident sum: no contention, and run refuses
+	// before it touches the machine.
+	cfg := filepath.Join(dir, "weak.yaml")
+	os.WriteFile(cfg, []byte("parent_limit_bytes: 9000000000\nmem_scale: 0.1\n"), 0o644)
+	c = Command()
+	c.SetArgs([]string{"run", "--config", cfg, "--trace-dir", traces, "--out", dir, "--quiet"})
+	c.SetOut(&out)
+	c.SetErr(&bytes.Buffer{})
+	err := c.Execute()
+	if err == nil || !strings.Contains(err.Error(), "refusing to run") || !strings.Contains(err.Error(), "--allow-weak") {
+		t.Fatalf("weak plan not refused: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("a refused run wrote results: %v", ents)
 	}
 }

@@ -351,3 +351,36 @@ func TestDetachOfARemovedCgroupFindsItByPath(t *testing.T) {
 		t.Error("detach of a removed cgroup took another one's attachment")
 	}
 }
+
+// A node with only the OCI hook has no plugin reconciling: a detach of a
+// removed cgroup (a poststop) also removes the other attachments whose
+// cgroup is gone, and leaves live ones alone.
+func TestDetachOfARemovedCgroupSweepsOtherOrphans(t *testing.T) {
+	ctx := context.Background()
+	f := newLockFixture(t)
+	p := f.p
+	gone, goneID := f.cgroup(t, "gone")
+	lost, lostID := f.cgroup(t, "lost") // its poststop never ran
+	live, liveID := f.cgroup(t, "live")
+	for _, c := range []string{gone, lost, live} {
+		if _, err := p.Attach(ctx, c, policy.Low); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []string{gone, lost} {
+		if err := os.RemoveAll(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Detach(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uint64{goneID, lostID} {
+		if pinned(p.pinPath(id)) || pinned(p.recs.path(id)) {
+			t.Errorf("cgroup %d: pin or record left after the detach of a removed cgroup", id)
+		}
+	}
+	if !pinned(p.pinPath(liveID)) || !pinned(p.recs.path(liveID)) {
+		t.Error("the sweep took a live cgroup's attachment")
+	}
+}

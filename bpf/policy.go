@@ -371,6 +371,22 @@ func (p *Policy) Detach(ctx context.Context, dir string) error {
 			errs = append(errs, p.detachID(ctx, r.CgroupID, abs))
 		}
 	}
+	// Having read every record anyway, also remove the other attachments
+	// whose cgroup is gone: on a node with only the OCI hook (no plugin
+	// reconciling), a poststop that never ran would otherwise leave its
+	// link until someone runs agentcg status. Busy ids are skipped, never
+	// waited for.
+	for _, r := range recs {
+		if r.CgroupPath == abs || alive(r) {
+			continue
+		}
+		l := p.linkOf(r, true)
+		if gone, err := p.removeOrphan(l); err != nil {
+			p.log.Warn("remove orphan link", "cgroup", r.CgroupPath, "id", r.CgroupID, "err", err)
+		} else if gone {
+			p.log.Info("removed orphan link", "cgroup", r.CgroupPath, "id", r.CgroupID, "pin", r.PinPath)
+		}
+	}
 	return errors.Join(errs...)
 }
 

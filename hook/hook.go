@@ -264,7 +264,8 @@ func (h Hook) do(ctx context.Context, stage Stage, st specs.State, cfg enroll.Co
 		rec, ok, err := recs.Get(st.ID)
 		if errors.Is(err, enroll.ErrBadRecord) {
 			// As enroll's Unenroll does: move it aside so it is not read
-			// again; the link goes with the next orphan sweep.
+			// again; the link goes with the next orphan sweep (the next
+			// poststop's detach of a removed cgroup, or a reconcile).
 			to, qerr := recs.Quarantine(st.ID)
 			res.Outcome, res.Reason, res.Err = enroll.Failed, enroll.ReasonRecordUnreadable, errors.Join(err, qerr)
 			log.Error("unreadable record moved aside", "moved_to", to, "err", res.Err)

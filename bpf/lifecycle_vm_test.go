@@ -194,7 +194,7 @@ func TestConcurrentAttachDetach(t *testing.T) {
 		if _, err := pol(i).Attach(ctx, dirs[i], other(final(i))); err != nil {
 			return err
 		}
-		_, err := pol(i + 1).Attach(ctx, dirs[i], final(i)) // the other "process" switches it
+		_, err := pol(i+1).Attach(ctx, dirs[i], final(i)) // the other "process" switches it
 		return err
 	})
 	if len(removed) != 0 {

@@ -161,7 +161,7 @@ func TestSmokeEndToEnd(t *testing.T) {
 					// has no replay result: that is an outcome, kept.
 					if s.Replay == nil && !s.Killed() && !s.TimedOut {
 						t.Errorf("run %s session %s: no replay result, and it was neither killed nor timed out: %+v", r.Run.ID, s.Name, s)
-					} else if s.Role == results.RoleLow && s.Replay.Complete && !s.Replay.Stopped {
+					} else if s.Replay != nil && s.Role == results.RoleLow && s.Replay.Complete && !s.Replay.Stopped {
 						t.Errorf("run %s session %s: a looping LOW was not ended by the stop file", r.Run.ID, s.Name)
 					}
 					if config.IsBPF(r.Run.Arm) && s.Counters == nil {

@@ -19,7 +19,12 @@ type burner struct {
 	max     float64
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	spun    atomic.Int64 // nanoseconds the workers were set to spin, summed
 }
+
+// spinTime is the time the workers were set to spin so far: what the trace
+// asked for, whether or not the scheduler gave them the CPU.
+func (b *burner) spinTime() time.Duration { return time.Duration(b.spun.Load()) }
 
 func startBurner(ctx context.Context, maxPercent float64) *burner {
 	ctx, cancel := context.WithCancel(ctx)
@@ -39,14 +44,20 @@ func (b *burner) set(percent float64) {
 func (b *burner) work(ctx context.Context, w int) {
 	defer b.wg.Done()
 	for ctx.Err() == nil {
-		share := min(max(math.Float64frombits(b.percent.Load())/100-float64(w), 0), 1)
-		busy := time.Duration(share * float64(dutyPeriod))
+		busy := time.Duration(workerShare(math.Float64frombits(b.percent.Load()), w) * float64(dutyPeriod))
+		b.spun.Add(int64(busy))
 		for end := time.Now().Add(busy); time.Now().Before(end); {
 		}
 		if rest := dutyPeriod - busy; rest > 0 {
 			time.Sleep(rest)
 		}
 	}
+}
+
+// workerShare is the share of each duty period worker w spins to make up
+// percent in total: workers below it spin fully, the one it ends in partly.
+func workerShare(percent float64, w int) float64 {
+	return min(max(percent/100-float64(w), 0), 1)
 }
 
 func (b *burner) stop() {

@@ -114,6 +114,7 @@ type Result struct {
 	Speed          float64   `json:"speed"`
 	MemScale       float64   `json:"mem_scale"`
 	CPUReplay      bool      `json:"cpu_replay"`
+	CPUSpinS       float64   `json:"cpu_spin_s,omitempty"` // CPU replay: seconds its workers spun, summed
 	Populate       string    `json:"populate"`
 	PageSize       int       `json:"page_size"`
 	StartedAt      time.Time `json:"started_at"`
@@ -364,6 +365,9 @@ func Run(ctx context.Context, tr *trace.Trace, opt Options) (*Result, error) {
 		res.RetouchedBytes = rt.pages * int64(ps)
 		res.RetouchS = rt.busy.Seconds()
 		res.RetouchMaxMs = float64(rt.maxBatch) / float64(time.Millisecond)
+		if cpu != nil {
+			res.CPUSpinS = cpu.spinTime().Seconds()
+		}
 	}
 
 	stopped := func() *Result {

@@ -18,8 +18,10 @@ const StatusName = "agentcg-nri.status"
 
 // Status is the content of the status file that agentcg-nri keeps in its
 // state dir, for `agentcg doctor` and operators: whether the plugin runs and
-// is connected to the runtime's NRI socket. A reader must also check that
-// Pid is alive: a killed plugin cannot clear Connected.
+// is connected to the runtime's NRI socket. A killed plugin cannot clear
+// Connected, so a reader tests the instance lock (LockPath) for liveness.
+// Pid is the plugin's pid in its own pid namespace: in a pod without
+// hostPID it names nothing on the host, so it is for display only.
 type Status struct {
 	Pid     int    `json:"pid"`
 	Version string `json:"version"`
@@ -34,6 +36,14 @@ type Status struct {
 	Reconnects int       `json:"reconnects"`
 	Updated    time.Time `json:"updated"`
 }
+
+// LockName is the instance lock agentcg-nri holds (flock) in its state dir
+// while it runs: one plugin per state dir. `agentcg doctor` tests it to tell
+// a live plugin from a stale status file.
+const LockName = "agentcg-nri.lock"
+
+// LockPath returns the instance lock path for a state dir.
+func LockPath(stateDir string) string { return filepath.Join(stateDir, LockName) }
 
 // StatusPath returns the status file path for a state dir.
 func StatusPath(stateDir string) string { return filepath.Join(stateDir, StatusName) }

@@ -576,7 +576,7 @@ func (e Env) plugin(ctx context.Context, cfg enroll.Config, containerd bool) Res
 	// The pid may be another pid namespace's (the chart's pod), so whether
 	// the plugin lives is read from its instance lock, which it holds for
 	// as long as it runs, in whatever namespace.
-	lockPath := filepath.Join(cfg.StateDir, pluginLockName)
+	lockPath := plugin.LockPath(cfg.StateDir)
 	if held, err := lockHeld(e.path(lockPath)); err != nil || !held {
 		r.Status, r.Detail = Fail, fmt.Sprintf("%s names pid %d, but nothing holds %s: agentcg-nri is not running", statusPath, st.Pid, lockPath)
 		if err != nil {
@@ -621,10 +621,6 @@ func (e Env) plugin(ctx context.Context, cfg enroll.Config, containerd bool) Res
 	r.Detail += "; " + url + " ready"
 	return r
 }
-
-// pluginLockName is the instance lock agentcg-nri holds in its state dir
-// while it runs (plugin/cmd/agentcg-nri/main.go).
-const pluginLockName = "agentcg-nri.lock"
 
 // lockHeld reports whether some process holds a flock on the file at path.
 // It tries a shared lock without waiting and drops it at once, so it never

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -104,7 +103,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		return fmt.Errorf("state dir: %w", err)
 	}
 	lockCtx, cancelLock := context.WithTimeout(ctx, 5*time.Second)
-	unlock, err := dirlock.LockFile(lockCtx, filepath.Join(cfg.StateDir, "agentcg-nri.lock"))
+	unlock, err := dirlock.LockFile(lockCtx, plugin.LockPath(cfg.StateDir))
 	cancelLock()
 	if err != nil && !errors.Is(err, dirlock.ErrTimeout) {
 		return err

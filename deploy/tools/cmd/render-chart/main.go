@@ -83,7 +83,7 @@ func run(chartDir, name, namespace string, valueFiles, sets []string, out string
 	if staticPod != "" {
 		return writeStaticPod(docs, staticPod, staticCfg)
 	}
-	text := join(docs)
+	text := join(docs, header(valueFiles, sets))
 	switch {
 	case check:
 		if out == "" {
@@ -136,9 +136,24 @@ func render(chartDir, name, namespace string, vals map[string]any) ([]doc, error
 	return docs, nil
 }
 
-func join(docs []doc) string {
+// header is the first line of the rendered file: which values made it.
+func header(valueFiles, sets []string) string {
+	if len(valueFiles) == 0 && len(sets) == 0 {
+		return "# Rendered from deploy/helm/agentcg with its default values (make manifests); do not edit."
+	}
+	var with []string
+	for _, f := range valueFiles {
+		with = append(with, "--values "+f)
+	}
+	for _, s := range sets {
+		with = append(with, "--set "+s)
+	}
+	return "# Rendered from deploy/helm/agentcg with " + strings.Join(with, " ") + "; do not edit."
+}
+
+func join(docs []doc, header string) string {
 	var b strings.Builder
-	b.WriteString("# Rendered from deploy/helm/agentcg with its default values (make manifests); do not edit.\n")
+	b.WriteString(header + "\n")
 	for _, d := range docs {
 		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", d.source, d.body)
 	}

@@ -67,7 +67,10 @@ func TestMetricsOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := join(docs)
+	text := join(docs, header(nil, []string{"config.metrics_addr="}))
+	if !strings.HasPrefix(text, "# Rendered from deploy/helm/agentcg with --set config.metrics_addr=;") {
+		t.Errorf("header does not name the override: %.100q", text)
+	}
 	for _, s := range []string{"livenessProbe", "containerPort"} {
 		if strings.Contains(text, s) {
 			t.Errorf("rendered %s with metrics off", s)

@@ -192,7 +192,13 @@ func openPolicy(ctx context.Context, cfg enroll.Config, log *slog.Logger, open f
 		}
 	}
 	if why == nil && cfg.Mode == policy.ModeAuto && pol.Mode() == policy.ModeNative {
-		why = errors.New("the kernel lacks memcg_bpf_ops (BTF probe)")
+		// mode.Open fell back itself: its reason names the real cause
+		// (missing memcg_bpf_ops, no bpffs, no CAP_BPF, a verifier error).
+		if fe := mode.FallbackReason(pol); fe != nil {
+			why = fe.Err
+		} else {
+			why = errors.New("mode auto chose the native policy")
+		}
 	}
 	return pol, why, nil
 }

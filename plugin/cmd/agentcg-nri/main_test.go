@@ -19,6 +19,14 @@ type preloadFails struct{ *enrolltest.Policy }
 
 func (preloadFails) Preload(context.Context) error { return errors.New("pin maps: bpffs not mounted") }
 
+// fellBack is what mode.Open returns in auto mode when it fell back itself:
+// the native policy carrying the reason.
+type fellBack struct{ *enrolltest.Policy }
+
+func (fellBack) FallbackReason() error {
+	return &mode.FallbackError{Err: errors.New("pin maps: bpffs not mounted")}
+}
+
 func TestOpenPolicyFallsBackOnAnyBPFFailure(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	tests := []struct {
@@ -31,6 +39,7 @@ func TestOpenPolicyFallsBackOnAnyBPFFailure(t *testing.T) {
 	}{
 		{"auto, load fails", policy.ModeAuto, func() (policy.Policy, error) { return nil, errors.New("load: operation not permitted") }, policy.ModeNative, "", "operation not permitted"},
 		{"auto, preload fails", policy.ModeAuto, func() (policy.Policy, error) { return preloadFails{enrolltest.New(policy.ModeBPF)}, nil }, policy.ModeNative, "", "bpffs not mounted"},
+		{"auto, open fell back itself", policy.ModeAuto, func() (policy.Policy, error) { return fellBack{enrolltest.New(policy.ModeNative)}, nil }, policy.ModeNative, "", "bpffs not mounted"},
 		{"auto, works", policy.ModeAuto, func() (policy.Policy, error) { return enrolltest.New(policy.ModeBPF), nil }, policy.ModeBPF, "", ""},
 		{"bpf, preload fails", policy.ModeBPF, func() (policy.Policy, error) { return preloadFails{enrolltest.New(policy.ModeBPF)}, nil }, "", "bpffs not mounted", ""},
 	}

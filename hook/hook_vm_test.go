@@ -268,7 +268,9 @@ func (e *dockerEnv) waitPins(n int, d time.Duration) {
 // Synchronize.
 func (e *dockerEnv) startNRI() {
 	e.t.Helper()
-	before := strings.Count(e.nriLogText(), "msg=synchronized")
+	// Synchronize queues the reconcile (stale detaches, orphan sweep) and
+	// returns: wait for both, or a test could pass before the sweep ran.
+	before, beforeRec := strings.Count(e.nriLogText(), "msg=synchronized"), strings.Count(e.nriLogText(), "msg=reconciled")
 	f, err := os.OpenFile(e.nriLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		e.t.Fatal(err)
@@ -281,9 +283,9 @@ func (e *dockerEnv) startNRI() {
 	f.Close()
 	e.nri = cmd
 	deadline := time.Now().Add(90 * time.Second)
-	for strings.Count(e.nriLogText(), "msg=synchronized") <= before {
+	for strings.Count(e.nriLogText(), "msg=synchronized") <= before || strings.Count(e.nriLogText(), "msg=reconciled") <= beforeRec {
 		if time.Now().After(deadline) {
-			e.t.Fatalf("agentcg-nri did not synchronize:\n%s", tail(e.nriLogText(), 30))
+			e.t.Fatalf("agentcg-nri did not synchronize and reconcile:\n%s", tail(e.nriLogText(), 30))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -96,10 +96,13 @@ func (e *vmEnv) bin(name string) string {
 	return p
 }
 
-// startNRI starts the plugin and waits for its first Synchronize.
+// startNRI starts the plugin and waits for its Synchronize and the reconcile
+// that Synchronize queues.
 func (e *vmEnv) startNRI(args ...string) {
 	e.t.Helper()
-	before := strings.Count(e.log(), "msg=synchronized")
+	// Synchronize queues the reconcile (stale detaches, orphan sweep) and
+	// returns: wait for both, or a test could pass before the sweep ran.
+	before, beforeRec := strings.Count(e.log(), "msg=synchronized"), strings.Count(e.log(), "msg=reconciled")
 	f, err := os.OpenFile(e.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		e.t.Fatal(err)
@@ -111,8 +114,8 @@ func (e *vmEnv) startNRI(args ...string) {
 	}
 	f.Close()
 	e.nri = cmd
-	e.waitFor("plugin synchronized", 60*time.Second, func() bool {
-		return strings.Count(e.log(), "msg=synchronized") > before
+	e.waitFor("plugin synchronized and reconciled", 60*time.Second, func() bool {
+		return strings.Count(e.log(), "msg=synchronized") > before && strings.Count(e.log(), "msg=reconciled") > beforeRec
 	})
 }
 

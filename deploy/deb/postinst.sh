@@ -15,6 +15,7 @@ agentcg installed. Next steps:
   agentcg configure --runtime containerd   # or: --runtime docker [--set-default]
   systemctl restart containerd             # or docker
   systemctl enable --now agentcg-nri       # containerd/NRI nodes
+  systemctl enable --now agentcg-hook-preload   # Docker/podman/CRI-O nodes (hook)
   agentcg doctor                           # what is still missing
 Config: /etc/agentcg/config.yaml
 MSG

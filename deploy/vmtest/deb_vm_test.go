@@ -54,7 +54,27 @@ func TestVMDeb(t *testing.T) {
 	}
 
 	unit := "/lib/systemd/system/agentcg-nri.service"
-	if _, err := os.Stat(unit); err == nil && underSystemd() {
+	preload := "/lib/systemd/system/agentcg-hook-preload.service"
+	for _, u := range []string{unit, preload} {
+		if _, err := os.Stat(u); err != nil {
+			t.Fatalf("the package ships no %s: %v", u, err)
+		}
+	}
+	if underSystemd() {
+		// The hook's boot-time preload: the installed config is mode auto
+		// and this kernel has memcg_bpf_ops, so it pins the objects.
+		run(t, "systemctl", "daemon-reload")
+		run(t, "systemctl", "start", "agentcg-hook-preload.service")
+		t.Cleanup(func() { exec.Command("systemctl", "stop", "agentcg-hook-preload.service").Run() })
+		active, _ := exec.Command("systemctl", "is-active", "agentcg-hook-preload.service").Output()
+		log, _ := exec.Command("journalctl", "-u", "agentcg-hook-preload.service", "--no-pager", "-o", "cat").CombinedOutput()
+		if strings.TrimSpace(string(active)) != "active" || !strings.Contains(string(log), "objects ready") {
+			t.Errorf("agentcg-hook-preload.service: is-active %q, journal:\n%s", strings.TrimSpace(string(active)), log)
+		} else {
+			t.Logf("agentcg-hook-preload.service: %s", strings.TrimSpace(string(log)))
+		}
+	}
+	if underSystemd() {
 		// The real thing: systemd starts the installed unit.
 		run(t, "systemctl", "daemon-reload")
 		run(t, "systemctl", "enable", "--now", "agentcg-nri.service")
@@ -72,18 +92,18 @@ func TestVMDeb(t *testing.T) {
 	}
 	// Start the plugin as the unit does, with the installed config.
 	execStart := []string{"/usr/bin/agentcg-nri", "--config", "/etc/agentcg/config.yaml"}
-	if f, err := os.Open(unit); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "ExecStart="); ok {
-				execStart = strings.Fields(v)
-			}
-		}
-		f.Close()
-		t.Logf("%s: ExecStart=%s", unit, strings.Join(execStart, " "))
-	} else {
-		t.Logf("NOT PROVEN: the package ships no %s (deploy/systemd/agentcg-nri.service is not on main); starting %v", unit, execStart)
+	f, err := os.Open(unit)
+	if err != nil {
+		t.Fatal(err)
 	}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "ExecStart="); ok {
+			execStart = strings.Fields(v)
+		}
+	}
+	f.Close()
+	t.Logf("%s: ExecStart=%s", unit, strings.Join(execStart, " "))
 	if !underSystemd() {
 		t.Logf("NOT PROVEN here: the unit under systemd (this guest's PID 1 is not systemd; the systemd profile runs that part)")
 	}

@@ -189,10 +189,12 @@ func installFiles(o opts) ([][2]string, error) {
 	for i := range list {
 		list[i][0] = filepath.Join(o.root, list[i][0])
 	}
-	if unit := filepath.Join(o.root, "deploy/systemd/agentcg-nri.service"); exists(unit) {
-		list = append(list, [2]string{unit, "systemd/agentcg-nri.service"})
-	} else {
-		fmt.Fprintf(os.Stderr, "dist: WARNING: %s is missing (the plugin engineer's); the packages ship no unit\n", unit)
+	for _, name := range []string{"agentcg-nri.service", "agentcg-hook-preload.service"} {
+		unit := filepath.Join(o.root, "deploy/systemd", name)
+		if !exists(unit) {
+			return nil, fmt.Errorf("systemd unit %s is missing", unit)
+		}
+		list = append(list, [2]string{unit, "systemd/" + name})
 	}
 	if o.hooksd != "" {
 		hooks, _ := filepath.Glob(filepath.Join(o.hooksd, "*.json"))

@@ -106,8 +106,9 @@ type Config struct {
 	// "" means hook.prom in the parent of StateDir.
 	HookMetrics string `json:"hook_metrics,omitempty" yaml:"hook_metrics"`
 	// HookTimeout bounds one hook invocation ("5s"; 0 means the default).
-	// Loading the BPF object takes most of it, so slow (emulated) machines
-	// need more.
+	// A hook only reopens the pinned objects (agentcg-hook preload at boot);
+	// a hook that finds none loads them, which on slow (emulated) machines
+	// needs more.
 	HookTimeout Duration `json:"hook_timeout" yaml:"hook_timeout"`
 }
 

@@ -330,7 +330,7 @@ func (h Hook) do(ctx context.Context, stage Stage, st specs.State, cfg enroll.Co
 }
 
 // bundleCgroupsPath reads linux.cgroupsPath from the bundle's config.json;
-// the enroller only uses it when /proc/<pid>/cgroup is unreadable, and
+// the enroller tries it first and /proc/<pid>/cgroup only as fallback, and
 // checks it against the cgroup root like any other candidate.
 func bundleCgroupsPath(bundle string) string {
 	if bundle == "" {

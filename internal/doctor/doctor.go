@@ -681,6 +681,11 @@ func (e Env) hook(docker map[string]any) Result {
 			paths = append(paths, p, filepath.Join(filepath.Dir(p), "agentcg-hook"))
 		}
 	}
+	type hooksdFile struct {
+		dir, name string
+		timeout   int // seconds; 0 = none set
+	}
+	var hooksd []hooksdFile
 	for _, dir := range []string{"/etc/containers/oci/hooks.d", "/usr/share/containers/oci/hooks.d"} {
 		for _, f := range []string{"agentcg-createruntime.json", "agentcg-poststop.json"} {
 			b, err := os.ReadFile(e.path(filepath.Join(dir, f)))
@@ -688,13 +693,17 @@ func (e Env) hook(docker map[string]any) Result {
 				continue
 			}
 			var h struct {
-				Hook struct{ Path string } `json:"hook"`
+				Hook struct {
+					Path    string
+					Timeout int
+				} `json:"hook"`
 			}
 			if err := json.Unmarshal(b, &h); err != nil || h.Hook.Path == "" {
 				r.Status, r.Detail, r.Fix = Fail, fmt.Sprintf("%s/%s: no hook.path (%v)", dir, f, err), "reinstall the hooks.d files from the package"
 				return r
 			}
 			paths = append(paths, h.Hook.Path)
+			hooksd = append(hooksd, hooksdFile{dir, f, h.Hook.Timeout})
 		}
 	}
 	if len(paths) == 0 {
@@ -724,10 +733,23 @@ func (e Env) hook(docker map[string]any) Result {
 		cfgPath = enroll.DefaultConfigPath
 	}
 	if _, err := os.Stat(e.path(cfgPath)); err == nil {
-		if _, err := hook.CheckConfig(e.path(cfgPath)); err != nil {
+		cfg, err := hook.CheckConfig(e.path(cfgPath))
+		if err != nil {
 			r.Status, r.Detail = Fail, fmt.Sprintf("installed (%s), but its config fails: %v", strings.Join(seen, ", "), err)
 			r.Fix = "fix " + cfgPath + " (agentcg-hook check-config names the field)"
 			return r
+		}
+		// The runtime kills a hook at the file's timeout, which fails the
+		// container even under fail_mode open: it must cover hook_timeout.
+		want := hook.RuntimeTimeoutSeconds(hook.EffectiveTimeout(cfg))
+		for _, h := range hooksd {
+			if h.timeout > 0 && h.timeout < want {
+				r.Status = Fail
+				r.Detail = fmt.Sprintf("%s/%s: the runtime kills the hook after %d s, before hook_timeout %s runs out (wants %d s): the container would fail even under fail_mode open",
+					h.dir, h.name, h.timeout, hook.EffectiveTimeout(cfg), want)
+				r.Fix = "agentcg-hook hooks-d --out " + h.dir
+				return r
+			}
 		}
 	}
 	r.Status, r.Detail = OK, "installed: "+strings.Join(seen, ", ")+"; config valid for the hook"

@@ -214,6 +214,9 @@ func TestEachCheck(t *testing.T) {
 		{name: "hook log folder missing", change: func(n node) {
 			n["/etc/agentcg/config.yaml"] = "mode: bpf\nmetrics_addr: 127.0.0.1:9464\nhook_log: /nonexistent-dir/hook.log\n"
 		}, check: "hook", status: Fail, detail: "hook_log", fix: "check-config"},
+		{name: "hooks.d timeout below hook_timeout", change: func(n node) {
+			n["/etc/containers/oci/hooks.d/agentcg-createruntime.json"] = `{"version": "1.0.0", "hook": {"path": "/usr/bin/agentcg-hook", "timeout": 2}, "when": {"annotations": {"^agentcg\\.priority": ".*"}}, "stages": ["createRuntime"]}`
+		}, check: "hook", status: Fail, detail: "kills the hook after 2 s"},
 		{name: "hooks.d broken", change: func(n node) { n["/etc/containers/oci/hooks.d/agentcg-poststop.json"] = `{"hook": {}}` }, check: "hook", status: Fail, detail: "no hook.path"},
 	}
 	for _, tc := range tests {

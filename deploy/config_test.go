@@ -5,6 +5,7 @@ package deploy_test
 import (
 	"bytes"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/agentcg/agentcg/enroll"
@@ -26,6 +27,10 @@ func TestDefaultConfig(t *testing.T) {
 	if cfg.FailMode != enroll.FailOpen || cfg.High.AllowAll || len(cfg.High.Namespaces) != 0 {
 		t.Errorf("the default must fail open and let nobody claim high: %+v", cfg)
 	}
+	// On a host, metrics stay on loopback (or off): they are unauthenticated.
+	if cfg.MetricsAddr != "" && !strings.HasPrefix(cfg.MetricsAddr, "127.0.0.1:") {
+		t.Errorf("metrics_addr %q: the host config must bind loopback or nothing", cfg.MetricsAddr)
+	}
 }
 
 // TestChartConfig: the config the Helm chart renders from values.yaml
@@ -45,7 +50,19 @@ func TestChartConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := enroll.ParseConfig(bytes.NewReader(cfg)); err != nil {
+	parsed, err := enroll.ParseConfig(bytes.NewReader(cfg))
+	if err != nil {
 		t.Fatalf("values.yaml config: %v\n%s", err, cfg)
+	}
+	// ":9464" is all interfaces of the pod's own network namespace; with
+	// hostNetwork it would be every interface of the node.
+	var net struct {
+		HostNetwork bool `yaml:"hostNetwork"`
+	}
+	if err := yaml.Unmarshal(b, &net); err != nil {
+		t.Fatal(err)
+	}
+	if net.HostNetwork && parsed.MetricsAddr != "" && !strings.HasPrefix(parsed.MetricsAddr, "127.0.0.1:") {
+		t.Errorf("values.yaml: hostNetwork with metrics_addr %q exposes unauthenticated metrics on the node", parsed.MetricsAddr)
 	}
 }

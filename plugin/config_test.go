@@ -1,6 +1,7 @@
 package plugin_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/agentcg/agentcg/enroll"
@@ -19,5 +20,8 @@ func TestExampleConfigParses(t *testing.T) {
 	}
 	if c.High.TrustPodLabels || len(c.High.PodLabels) != 0 || c.High.AllowAll {
 		t.Fatalf("the example lets tenant-writable sources claim high: %+v", c.High)
+	}
+	if c.MetricsAddr != "" && !strings.HasPrefix(c.MetricsAddr, "127.0.0.1:") {
+		t.Fatalf("the example serves unauthenticated metrics beyond loopback: %q", c.MetricsAddr)
 	}
 }

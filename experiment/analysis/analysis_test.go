@@ -381,8 +381,8 @@ func TestEdgeCases(t *testing.T) {
 	if c.P != 1 || c.Estimate != 0 || c.KilledArm != 5 || c.KilledRef != 5 {
 		t.Errorf("all killed: %+v", c)
 	}
-	if n := Narrative(r); !strings.Contains(n, "cannot distinguish") {
-		t.Errorf("narrative:\n%s", n)
+	if n := Narrative(r); !strings.Contains(n, "cannot distinguish") || !strings.Contains(n, "every block tied") || strings.Contains(n, "CI excludes 0") {
+		t.Errorf("narrative (want 'every block tied', never 'CI excludes 0' for an interval that does not exist):\n%s", n)
 	}
 	// A metric only one arm has (BPF delay returns) is summarised, not compared.
 	for i := range obs {

@@ -80,7 +80,12 @@ func armSentences(o Options, h, ref ArmRow) []string {
 			o.Primary, metricValue(h.Stall, o.Primary), metricValue(ref.Stall, o.Primary),
 			metricValue(c.Estimate, o.Primary), metricValue(c.Lo, o.Primary), metricValue(c.Hi, o.Primary), c.Test, pv(c.P), pv(c.PAdj))
 		ciHasZero := c.Lo <= 0 && c.Hi >= 0
+		noCI := math.IsNaN(c.Lo) || math.IsNaN(c.Hi)
 		switch {
+		case noCI && c.PAdj > o.Alpha:
+			// Every block tied (e.g. HIGH killed in both arms: both take
+			// the worst rank), so there is no interval to read.
+			line += ": every block tied, so no shift can be estimated."
 		case c.PAdj <= o.Alpha && c.Estimate < 0:
 			line += fmt.Sprintf(": lower under %s.", h.Arm)
 		case c.PAdj <= o.Alpha && c.Estimate > 0:

@@ -411,3 +411,20 @@ func TestEdgeCases(t *testing.T) {
 	}
 	_ = r.CSV()
 }
+
+// A LOW cost that Holm's correction over the LOW family hides is still
+// reported when it is consistent (Cliff's delta ±1), and only then.
+func TestLowCostHiddenByHolmIsReported(t *testing.T) {
+	o := Options{}.withDefaults()
+	for _, tc := range []struct {
+		cliff float64
+		want  bool
+	}{{1, true}, {-1, true}, {0.6, false}} {
+		g := Group{LowCost: []LowRow{{Arm: ArmBPF, Trace: "T", CostTest: &Comparison{
+			Family: FamilyLow, P: 0.002, PAdj: 0.12, Cliff: tc.cliff, Estimate: 1.5e6 * tc.cliff, Lo: 1.2e6, Hi: 1.6e6}}}}
+		got := strings.Join(lowSentences(o, g), " ")
+		if strings.Contains(got, "every session of one arm lay beyond") != tc.want {
+			t.Errorf("Cliff's delta %v: %q", tc.cliff, got)
+		}
+	}
+}

@@ -161,7 +161,8 @@ type Group struct {
 const (
 	FamilyPrimary   = "primary"   // HIGH survival and HIGH Primary, PrimaryArms vs Reference
 	FamilySecondary = "secondary" // other HIGH and parent metrics, and non-primary arms
-	FamilyLow       = "low"       // LOW metrics per trace
+	FamilyLowCost   = "low_cost"  // LOW's cost metric (Options.LowCost) per trace, each arm vs Reference
+	FamilyLow       = "low"       // every other LOW metric per trace
 	FamilyBaseline  = "baseline"  // HIGH Primary vs Baseline (the memory effect)
 )
 

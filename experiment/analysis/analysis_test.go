@@ -105,8 +105,8 @@ func TestLowTracesNeverPooled(t *testing.T) {
 		obs = append(obs, run(b, ArmBPF, 500+noise(), false, map[string]float64{"A": 1000 + noise(), "B": 300 + noise()})...)
 	}
 	g := mustAnalyze(t, obs, Options{}).Groups[0]
-	a := test(t, g, FamilyLow, RoleLow, "A", MStallSome, ArmBPF)
-	bt := test(t, g, FamilyLow, RoleLow, "B", MStallSome, ArmBPF)
+	a := test(t, g, FamilyLowCost, RoleLow, "A", MStallSome, ArmBPF)
+	bt := test(t, g, FamilyLowCost, RoleLow, "B", MStallSome, ArmBPF)
 	if a.NArm != 10 || a.NPairs != 10 || bt.NArm != 10 || bt.NPairs != 10 {
 		t.Errorf("LOW tests pooled traces: A %+v B %+v", a, bt)
 	}
@@ -421,7 +421,7 @@ func TestLowCostHiddenByHolmIsReported(t *testing.T) {
 		want  bool
 	}{{1, true}, {-1, true}, {0.6, false}} {
 		g := Group{LowCost: []LowRow{{Arm: ArmBPF, Trace: "T", CostTest: &Comparison{
-			Family: FamilyLow, P: 0.002, PAdj: 0.12, Cliff: tc.cliff, Estimate: 1.5e6 * tc.cliff, Lo: 1.2e6, Hi: 1.6e6}}}}
+			Family: FamilyLowCost, P: 0.002, PAdj: 0.12, Cliff: tc.cliff, Estimate: 1.5e6 * tc.cliff, Lo: 1.2e6, Hi: 1.6e6}}}}
 		got := strings.Join(lowSentences(o, g), " ")
 		if strings.Contains(got, "every session of one arm lay beyond") != tc.want {
 			t.Errorf("Cliff's delta %v: %q", tc.cliff, got)

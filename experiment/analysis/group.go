@@ -183,8 +183,12 @@ func analyzeGroup(regime, point string, obs []Observation, opts Options) (Group,
 		// LOW: each trace on its own; never pooled.
 		for _, tr := range d.lowTraces() {
 			for _, m := range d.metrics(RoleLow, tr) {
+				fam := FamilyLow
+				if m == opts.LowCost {
+					fam = FamilyLowCost
+				}
 				for _, arm := range others {
-					if err := add(d.compare(FamilyLow, RoleLow, tr, m, arm, ref)); err != nil {
+					if err := add(d.compare(fam, RoleLow, tr, m, arm, ref)); err != nil {
 						return g, err
 					}
 				}
@@ -239,7 +243,7 @@ func primaryArms(present []string, o Options) []string {
 
 // adjust fills PAdj with Holm's adjustment within each family.
 func adjust(tests []Comparison) {
-	for _, fam := range []string{FamilyPrimary, FamilySecondary, FamilyLow, FamilyBaseline} {
+	for _, fam := range []string{FamilyPrimary, FamilySecondary, FamilyLowCost, FamilyLow, FamilyBaseline} {
 		var idx []int
 		var ps []float64
 		for i, t := range tests {
@@ -437,7 +441,7 @@ func (g groupData) lowCost(tests []Comparison) []LowRow {
 			if us, ok := g.sample(arm, RoleLow, tr, g.opts.LowCost); ok && g.measuredAnywhere(RoleLow, tr, g.opts.LowCost) {
 				row.Cost, row.NCost = median(values(us)), len(us)
 			}
-			row.CostTest = findTest(tests, FamilyLow, RoleLow, tr, g.opts.LowCost, arm)
+			row.CostTest = findTest(tests, FamilyLowCost, RoleLow, tr, g.opts.LowCost, arm)
 			rows = append(rows, row)
 		}
 	}

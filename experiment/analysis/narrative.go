@@ -107,11 +107,11 @@ func lowSentences(o Options, g Group) []string {
 	var costly, cheaper, uncorrected []string
 	for _, l := range g.LowCost {
 		c := l.CostTest
-		if c == nil || c.Family != FamilyLow {
+		if c == nil || c.Family != FamilyLowCost {
 			continue
 		}
 		if c.PAdj > o.Alpha {
-			// Not significant after Holm over every LOW test, but every
+			// Not significant after Holm over the LOW cost tests, but every
 			// session of one arm beyond every one of the other (Cliff's
 			// delta ±1, which chance alone almost never gives at n=10):
 			// said as such, so that a consistent cost is not hidden.
@@ -143,7 +143,7 @@ func lowSentences(o Options, g Group) []string {
 		s = append(s, fmt.Sprintf("No LOW trace shows a %s difference from %s that survives Holm's correction (each LOW trace is tested on its own).", o.LowCost, o.Reference))
 	}
 	if len(uncorrected) > 0 {
-		s = append(s, fmt.Sprintf("But every session of one arm lay beyond every session of the other (Holm runs over every LOW metric and trace, which hides this): %s.", strings.Join(uncorrected, "; ")))
+		s = append(s, fmt.Sprintf("But every session of one arm lay beyond every session of the other (Holm over every LOW trace and arm hides this): %s.", strings.Join(uncorrected, "; ")))
 	}
 	for _, l := range g.LowCost {
 		if k := l.Survived.N - l.Survived.K; k > 0 {

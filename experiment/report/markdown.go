@@ -236,14 +236,17 @@ func (d *Data) verdict(g analysis.Group) string {
 	hN, hB := med("NoLimit", results.RoleHigh, MReclaimed), med("BPF", results.RoleHigh, MReclaimed)
 	lN, lB := med("NoLimit", results.RoleLow, MReclaimed), med("BPF", results.RoleLow, MReclaimed)
 	below, delays := med("BPF", results.RoleHigh, MBelowLow), med("BPF", results.RoleLow, MDelayNonZero)
+	// Below 1 MiB, reclaim is noise (a few clean file pages), not something
+	// the policy could steer.
+	const minReclaim = 1 << 20
 	var acts []string
-	if hN > 0 && hB < 0.9*hN {
+	if hN >= minReclaim && hB < 0.9*hN {
 		acts = append(acts, fmt.Sprintf("it steered reclaim away from HIGH (HIGH lost %s under BPF against %s under NoLimit, LOW %s against %s)", mbf(hB), mbf(hN), mbf(lB), mbf(lN)))
 	}
 	if delays > 0 {
 		acts = append(acts, fmt.Sprintf("it delayed LOW's charges (%s non-zero delays per run)", cnt(delays)))
 	}
-	reclaimable := hN+lN > 0
+	reclaimable := hN+lN >= minReclaim
 	switch {
 	case !reclaimable && len(acts) == 0:
 		return fmt.Sprintf("Regime %s: nothing was reclaimed in NoLimit, so below_low had nothing to protect, and LOW was not delayed: the policy could not act.", groupName(g))

@@ -37,7 +37,8 @@ func (s *Session) Killed() bool { return s.OOMKilled || s.Signal == 9 }
 // CheckOverlap fills each LOW session's overlap with HIGH's contention
 // window and marks the run excluded when a LOW that was not killed was
 // absent from it: then the arms did not face the designed contention.
-// Solo runs are never excluded.
+// Solo runs are never excluded, and neither is a run whose HIGH was killed:
+// its death is the outcome, and dropping it would bias survival.
 func CheckOverlap(rd *RunData) {
 	if rd.Run.Arm == ArmSolo {
 		return
@@ -49,21 +50,24 @@ func CheckOverlap(rd *RunData) {
 		return
 	}
 	h := highs[0]
+	exclude := func(reason string) {
+		if !rd.Run.Excluded && !h.Killed() {
+			rd.Run.Excluded, rd.Run.ExcludeReason = true, reason
+		}
+	}
 	from, to := rd.ContentionWindow()
 	for _, l := range rd.ByRole(RoleLow) {
 		if to > from {
 			l.OverlapHighS = max(0, min(to, l.ActiveEnd)-max(from, l.ActiveStart))
-			if l.OverlapHighS < MinCover*(to-from) && !l.Killed() && !rd.Run.Excluded {
-				rd.Run.Excluded = true
-				rd.Run.ExcludeReason = fmt.Sprintf("%s was active for %.2f s of HIGH's %.2f s contention window (< %.0f%%) and was not killed",
-					l.Name, l.OverlapHighS, to-from, 100*MinCover)
+			if l.OverlapHighS < MinCover*(to-from) && !l.Killed() {
+				exclude(fmt.Sprintf("%s was active for %.2f s of HIGH's %.2f s contention window (< %.0f%%) and was not killed",
+					l.Name, l.OverlapHighS, to-from, 100*MinCover))
 			}
 			continue
 		}
 		l.OverlapHighS = max(0, min(h.ActiveEnd, l.ActiveEnd)-max(h.ActiveStart, l.ActiveStart))
-		if l.OverlapHighS < MinOverlapS && !l.Killed() && !rd.Run.Excluded {
-			rd.Run.Excluded = true
-			rd.Run.ExcludeReason = fmt.Sprintf("%s overlapped HIGH for %.2f s (< %.0f s) and was not killed", l.Name, l.OverlapHighS, MinOverlapS)
+		if l.OverlapHighS < MinOverlapS && !l.Killed() {
+			exclude(fmt.Sprintf("%s overlapped HIGH for %.2f s (< %.0f s) and was not killed", l.Name, l.OverlapHighS, MinOverlapS))
 		}
 	}
 }

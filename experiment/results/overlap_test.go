@@ -14,6 +14,11 @@ func overlapRun(highEnd, lowStart, lowEnd float64, lowKilled bool) RunData {
 	return rd
 }
 
+func highKilled(rd RunData) RunData {
+	rd.Sessions[0].OOMKilled = true
+	return rd
+}
+
 // The overlap is checked against HIGH's contention window (planned,
 // stretched by HIGH's lateness, cut where HIGH ended), not its lifetime;
 // a killed LOW never excludes a run.
@@ -29,6 +34,7 @@ func TestCheckOverlap(t *testing.T) {
 		{"LOW present for HIGH's whole life but not the stretched window", overlapRun(140, 100, 114, false), true, 4},
 		{"LOW killed before the window is an outcome", overlapRun(140, 100, 105, true), false, 0},
 		{"HIGH killed inside the window cuts it", overlapRun(111, 100, 112, false), false, 1},
+		{"HIGH killed before the window is an outcome, never excluded", highKilled(overlapRun(100.5, 100, 140, false)), false, 0.5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

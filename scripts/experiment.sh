@@ -55,7 +55,8 @@ if ! has_flag --mem-scale "$@" && [ -n "${AGENTCG_EXP_MEM_SCALE:-}" ]; then
 fi
 has_flag --progress "$@" || has_flag --quiet "$@" || args+=(--progress lines)
 # The guest sees the checkout at /agentcg: a --trace-dir inside it is
-# mapped there; one outside it is shared read-only as its own folder.
+# mapped there; one outside it is copied into build/trace-dir (shared with
+# the guest).
 trace_dir=/agentcg/replayimage/traces
 for ((i = 0; i < ${#args[@]}; i++)); do
 	case ${args[i]} in

@@ -154,7 +154,7 @@ type Config struct {
 	PollMs int           `json:"poll_ms" yaml:"poll_ms"` // HighOnly monitor poll interval
 	Sweep  Sweep         `json:"sweep" yaml:"sweep"`
 
-	SampleMs       int     `json:"sample_ms" yaml:"sample_ms"`                       // sampler period (100)
+	SampleMs       int     `json:"sample_ms" yaml:"sample_ms"`                       // sampler period (200)
 	ReadyTimeoutS  float64 `json:"ready_timeout_s" yaml:"ready_timeout_s"`           // containers ready by then, else the run fails
 	RunTimeoutS    float64 `json:"run_timeout_s" yaml:"run_timeout_s"`               // sessions still running this long after the planned end are stopped (did not finish)
 	CooldownS      float64 `json:"cooldown_s" yaml:"cooldown_s"`                     // pause between runs

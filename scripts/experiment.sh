@@ -58,13 +58,21 @@ has_flag --progress "$@" || has_flag --quiet "$@" || args+=(--progress lines)
 # mapped there; one outside it is copied into build/trace-dir (shared with
 # the guest).
 trace_dir=/agentcg/replayimage/traces
+trace_dir_given=0 resume=""
 for ((i = 0; i < ${#args[@]}; i++)); do
 	case ${args[i]} in
-	--trace-dir) trace_dir=${args[i + 1]}; unset 'args[i]' 'args[i+1]'; i=$((i + 1)) ;;
-	--trace-dir=*) trace_dir=${args[i]#--trace-dir=}; unset 'args[i]' ;;
+	--trace-dir) trace_dir=${args[i + 1]}; trace_dir_given=1; unset 'args[i]' 'args[i+1]'; i=$((i + 1)) ;;
+	--trace-dir=*) trace_dir=${args[i]#--trace-dir=}; trace_dir_given=1; unset 'args[i]' ;;
+	# The host's results/ is the guest's /results: resume the same folder there.
+	--resume) resume=${args[i + 1]}; unset 'args[i]' 'args[i+1]'; i=$((i + 1)) ;;
+	--resume=*) resume=${args[i]#--resume=}; unset 'args[i]' ;;
 	esac
 done
 args=("${args[@]}")
+if [ -n "$resume" ]; then
+	[ -f "$resume/config.json" ] || { log "--resume $resume: no config.json there (a folder under results/)"; exit 2; }
+	args+=(--resume "/results/$(basename "$resume")")
+fi
 if [ "$trace_dir" != /agentcg/replayimage/traces ]; then
 	abs=$(cd "$trace_dir" && pwd) || { log "--trace-dir $trace_dir: no such folder"; exit 2; }
 	case $abs in
@@ -79,5 +87,10 @@ fi
 mkdir -p results
 export AGENTCG_HOST_LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
 log "host load average $AGENTCG_HOST_LOADAVG (TCG timing depends on it)"
+# A resumed experiment keeps the trace folder in its config.json unless one
+# is given again.
+if [ -z "$resume" ] || [ "$trace_dir_given" = 1 ]; then
+	args+=(--trace-dir "$trace_dir")
+fi
 exec scripts/vm/run.sh --mem "${AGENTCG_EXP_VM_MEM:-3072}" --cpus 2 --timeout "${AGENTCG_EXP_TIMEOUT:-14400}" --results results -- \
-	/agentcg/bin/agentcg experiment run --out /results --trace-dir "$trace_dir" "${args[@]}"
+	/agentcg/bin/agentcg experiment run --out /results "${args[@]}"

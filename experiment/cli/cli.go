@@ -414,6 +414,11 @@ func doRun(cmd *cobra.Command, f runFlags) error {
 	if _, err := o.Prepare(); err != nil {
 		return err
 	}
+	// Written now as well as after the runs: a run killed hard (qemu
+	// timeout, power loss) must still be resumable, and --resume reads it.
+	if err := results.WriteJSON(filepath.Join(dir, "env.json"), env); err != nil {
+		return err
+	}
 	execErr := o.Execute(ctx)
 	if o.SwapDevice != nil && env.Swap == nil {
 		env.Swap = o.SwapDevice

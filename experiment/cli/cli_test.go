@@ -91,3 +91,53 @@ func TestPlanJSONAndWeakRefusal(t *testing.T) {
 		t.Fatalf("a refused run wrote results: %v", ents)
 	}
 }
+
+// A config may name traces that exist only in a --trace-dir folder: here
+// the image's traces copied under new names into a temporary folder.
+func TestPlanWithTracesOnlyInTraceDir(t *testing.T) {
+	src, _ := filepath.Abs("../../replayimage/traces")
+	dir := t.TempDir()
+	for _, tr := range []struct{ from, to string }{
+		{"Medical_Bio_Hard", "user-high"}, {"ML_Scientific_Hard", "user-low-a"}, {"CLI_Tools_Easy", "user-low-b"},
+	} {
+		b, err := os.ReadFile(filepath.Join(src, tr.from, "resources.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, tr.to), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, tr.to, "resources.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := filepath.Join(t.TempDir(), "user.yaml")
+	os.WriteFile(cfg, []byte(`sessions:
+  - {name: high, role: high, trace: user-high, window: {from_s: 210.5, to_s: 226.5}}
+  - {name: low1, role: low, trace: user-low-a, window: {from_s: 140, to_s: 250, loop: true}, random_offset: true}
+  - {name: low2, role: low, trace: user-low-b, window: {from_s: 54, to_s: 88, loop: true}, random_offset: true}
+`), 0o644)
+	var out bytes.Buffer
+	c := Command()
+	c.SetArgs([]string{"plan", "--json", "--config", cfg, "--trace-dir", dir, "--mem-scale", "0.1"})
+	c.SetOut(&out)
+	c.SetErr(&bytes.Buffer{})
+	if err := c.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(out.Bytes(), &p); err != nil {
+		t.Fatal(err)
+	}
+	if hp, _ := p["high_peak_bytes"].(float64); hp < 300e6 {
+		t.Errorf("high_peak_bytes %v: want user-high's window peak at scale 0.1 (~406 MB)", p["high_peak_bytes"])
+	}
+	// Without the folder the same config names traces that do not exist.
+	c = Command()
+	c.SetArgs([]string{"plan", "--config", cfg, "--trace-dir", t.TempDir()})
+	c.SetOut(&bytes.Buffer{})
+	c.SetErr(&bytes.Buffer{})
+	if err := c.Execute(); err == nil || !strings.Contains(err.Error(), "user-high") {
+		t.Fatalf("missing trace not named: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/agentcg/agentcg/experiment/analysis"
 	"github.com/agentcg/agentcg/experiment/config"
@@ -116,9 +117,17 @@ func (d *Data) regimeLine() string {
 	if c := d.Env.Calibration; c != nil {
 		scale += " (calibrated from a first-touch rate of " + fmt.Sprintf("%.0f MB/s)", c.FillBytesPerS/1e6)
 	}
-	return fmt.Sprintf("**Regime:** reclaim %s. Parent limit %s, memory scale %s, speed %s, on %s with %d CPUs, kernel %s, runtime %s. %d blocks with included runs; %d runs finished, %d included, %d excluded, %d failed.",
+	took := ""
+	var lastEnd float64
+	for _, r := range d.Runs {
+		lastEnd = max(lastEnd, r.Run.EndUnix)
+	}
+	if d.Env.StartedUnix > 0 && lastEnd > d.Env.StartedUnix {
+		took = fmt.Sprintf(" From the experiment's start to the end of its last run: %s.", (time.Duration(lastEnd-d.Env.StartedUnix) * time.Second).Round(time.Second))
+	}
+	return fmt.Sprintf("**Regime:** reclaim %s. Parent limit %s, memory scale %s, speed %s, on %s with %d CPUs, kernel %s, runtime %s. %d blocks with included runs; %d runs finished, %d included, %d excluded, %d failed.%s",
 		strings.Join(reg, ", "), or(strings.Join(limits, ", "), "unknown"), scale, strings.Join(speeds, ", "), where, d.Env.CPUs,
-		or(d.Env.KernelRelease, "unknown"), strings.Join(sortedKeys(runtimes), ", "), len(blocks), len(d.Runs), len(d.Included), len(d.Excluded), len(d.Failed))
+		or(d.Env.KernelRelease, "unknown"), strings.Join(sortedKeys(runtimes), ", "), len(blocks), len(d.Runs), len(d.Included), len(d.Excluded), len(d.Failed), took)
 }
 
 // controlSentences compares the controls: what CPU interference alone

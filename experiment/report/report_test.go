@@ -35,7 +35,7 @@ func synth(t *testing.T) string {
 	if err := results.WriteJSON(filepath.Join(results.RunDir(dir, "099-b07-BPF_swap"), results.FailedFile), results.Failed{ID: "099-b07-BPF_swap", Label: "BPF swap", Error: "no high policy link"}); err != nil {
 		t.Fatal(err)
 	}
-	env := results.Env{KernelRelease: "7.3.4-memcgbpf", Probe: "ok", Runtime: "containerd", Where: "vm", Accel: "tcg", CPUs: 2, Reclaim: []string{"swap", "none"},
+	env := results.Env{KernelRelease: "7.3.4-memcgbpf", Probe: "ok", Runtime: "containerd", Where: "vm", Accel: "tcg", CPUs: 2, Reclaim: []string{"swap", "none"}, StartedUnix: 900,
 		Swap: &results.SwapDevice{Device: "/dev/zram0", SizeBytes: 1e9, Algorithm: "lzo-rle", Created: true}, HostLoadAvg: "1.2 1.0 0.9"}
 	if err := results.WriteJSON(filepath.Join(dir, "env.json"), env); err != nil {
 		t.Fatal(err)
@@ -153,6 +153,7 @@ func TestGenerate(t *testing.T) {
 		"Regime none let the policy act", // the synthetic none regime reclaims too
 		"## The contention plan", "Contention plan: profile synthetic", "kept up", "b06-BPF_swap", "was active for", "099-b07-BPF_swap",
 		"no high policy link", "HighOnly: what differs", "host 1.2 1.0 0.9", "Uncontended)",
+		"From the experiment's start to the end of its last run: ",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report.md lacks %q", want)

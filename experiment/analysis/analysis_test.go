@@ -428,3 +428,24 @@ func TestLowCostHiddenByHolmIsReported(t *testing.T) {
 		}
 	}
 }
+
+// The baseline family (policy arm against the unlimited control) is read
+// out for arms in the primary family only, with its verdict.
+func TestBaselineSentences(t *testing.T) {
+	o := Options{}.withDefaults()
+	g := Group{
+		Headline: []ArmRow{{Arm: ArmBPF, InFamily: true}, {Arm: "HighOnly"}},
+		Tests: []Comparison{
+			{Family: FamilyBaseline, Arm: ArmBPF, Reference: "Uncontended", Test: TestSignedRank, Estimate: 5e5, Lo: 4e5, Hi: 6e5, P: 0.002, PAdj: 0.004},
+			{Family: FamilyBaseline, Arm: "HighOnly", Reference: "Uncontended", Test: TestSignedRank, Estimate: 5e5, P: 0.002, PAdj: 0.004},
+		},
+	}
+	got := strings.Join(baselineSentences(o, g), " ")
+	if !strings.Contains(got, "Against Uncontended") || !strings.Contains(got, "still costs HIGH under BPF") || strings.Contains(got, "HighOnly") {
+		t.Errorf("%q", got)
+	}
+	g.Tests[0].PAdj = 0.3
+	if got := strings.Join(baselineSentences(o, g), " "); !strings.Contains(got, "no cost of the shared limit is detectable") {
+		t.Errorf("%q", got)
+	}
+}

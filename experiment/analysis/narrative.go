@@ -49,6 +49,7 @@ func groupNarrative(o Options, g Group) string {
 			s = append(s, armSentences(o, h, *ref)...)
 		}
 	}
+	s = append(s, baselineSentences(o, g)...)
 	if killed > 0 {
 		s = append(s, fmt.Sprintf("%d HIGH sessions were killed in this group; none is dropped: they count in survival and take the worst rank in the rank tests.", killed))
 	}
@@ -234,4 +235,30 @@ func higherLower(estimate float64) string {
 		return "higher"
 	}
 	return "lower"
+}
+
+// baselineSentences read the baseline family: each primary arm's HIGH
+// Primary against the control with every session but no parent limit, i.e.
+// what the shared limit still costs HIGH under that arm (CPU sharing is in
+// both, so it cancels).
+func baselineSentences(o Options, g Group) []string {
+	inFamily := map[string]bool{}
+	for _, h := range g.Headline {
+		inFamily[h.Arm] = h.InFamily
+	}
+	var s []string
+	for _, c := range g.Tests {
+		if c.Family != FamilyBaseline || !inFamily[c.Arm] {
+			continue
+		}
+		line := fmt.Sprintf("Against %s (the same sessions with no parent limit), HIGH's %s under %s differed by %s [%s, %s] (%s p=%s, Holm-adjusted %s)",
+			c.Reference, o.Primary, c.Arm, metricValue(c.Estimate, o.Primary), metricValue(c.Lo, o.Primary), metricValue(c.Hi, o.Primary), c.Test, pv(c.P), pv(c.PAdj))
+		if c.PAdj <= o.Alpha && c.Estimate != 0 {
+			line += fmt.Sprintf(": the shared limit still costs HIGH under %s.", c.Arm)
+		} else {
+			line += ": no cost of the shared limit is detectable at this n."
+		}
+		s = append(s, line)
+	}
+	return s
 }

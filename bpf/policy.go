@@ -203,16 +203,7 @@ func (p *Policy) Loads() int { return int(p.loads.Load()) }
 // Attach implements policy.Policy: it opens dir and attaches through it
 // (AttachDir).
 func (p *Policy) Attach(ctx context.Context, dir string, prio policy.Priority) (policy.Link, error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return policy.Link{}, err
-	}
-	f, err := os.Open(abs)
-	if err != nil {
-		return policy.Link{}, fmt.Errorf("attach %s ops: open cgroup: %w", prio, err)
-	}
-	defer f.Close()
-	return p.AttachDir(ctx, f, abs, prio)
+	return policy.AttachPath(ctx, p, dir, prio)
 }
 
 // AttachDir implements policy.DirAttacher: it pins one struct_ops link of

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -103,6 +104,22 @@ type Policy interface {
 // attached instead (path is for records and logs only).
 type DirAttacher interface {
 	AttachDir(ctx context.Context, dir *os.File, path string, p Priority) (Link, error)
+}
+
+// AttachPath is Attach for a DirAttacher: it opens dir once and attaches
+// through that descriptor, so everything the attach reads or writes
+// belongs to the directory opened here.
+func AttachPath(ctx context.Context, a DirAttacher, dir string, p Priority) (Link, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return Link{}, err
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return Link{}, fmt.Errorf("attach %s to %s: open cgroup: %w", p, abs, err)
+	}
+	defer f.Close()
+	return a.AttachDir(ctx, f, abs, p)
 }
 
 // TotalsReader is implemented by policies that keep node-wide counters per

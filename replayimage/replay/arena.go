@@ -13,6 +13,24 @@ import (
 // the kernel throttles a large grow.
 const growChunk = 16 << 20
 
+// growChunks raises *pages to target one growChunk at a time, calling fill
+// on each byte range. It stops between chunks when ctx ends, so *pages
+// always tells how far it got.
+func growChunks(ctx context.Context, pages *int, target, pageSize int, what string, fill func(from, to int) error) error {
+	chunk := growChunk / pageSize
+	for *pages < target {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		end := min(*pages+chunk, target)
+		if err := fill(*pages*pageSize, end*pageSize); err != nil {
+			return fmt.Errorf("%s [%d,%d): %w", what, *pages, end, err)
+		}
+		*pages = end
+	}
+	return nil
+}
+
 // Populate methods.
 const (
 	PopulateMadvise = "madvise_populate_write"
@@ -90,18 +108,7 @@ func (a *Arena) Resize(ctx context.Context, pages int) error {
 		a.pages = pages
 		return nil
 	}
-	chunk := growChunk / a.pageSize
-	for a.pages < pages {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		end := min(a.pages+chunk, pages)
-		if err := a.grow(a.pages*a.pageSize, end*a.pageSize); err != nil {
-			return fmt.Errorf("populate pages [%d,%d): %w", a.pages, end, err)
-		}
-		a.pages = end
-	}
-	return nil
+	return growChunks(ctx, &a.pages, pages, a.pageSize, "populate pages", a.grow)
 }
 
 func (a *Arena) grow(from, to int) error {

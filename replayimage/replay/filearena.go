@@ -82,18 +82,7 @@ func (a *FileArena) Resize(ctx context.Context, pages int) error {
 		a.pages = pages
 		return nil
 	}
-	chunk := growChunk / a.pageSize
-	for a.pages < pages {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		end := min(a.pages+chunk, pages)
-		if err := a.populate(a.pages*a.pageSize, end*a.pageSize); err != nil {
-			return fmt.Errorf("read file pages [%d,%d): %w", a.pages, end, err)
-		}
-		a.pages = end
-	}
-	return nil
+	return growChunks(ctx, &a.pages, pages, a.pageSize, "read file pages", a.populate)
 }
 
 func (a *FileArena) populate(from, to int) error {

@@ -123,15 +123,7 @@ func (e *vmEnv) stopNRI() {
 	if e.nri == nil {
 		return
 	}
-	e.nri.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { e.nri.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		e.nri.Process.Kill()
-		<-done
-	}
+	vmtest.Interrupt(e.nri, 10*time.Second)
 	e.nri = nil
 }
 

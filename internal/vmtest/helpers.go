@@ -147,3 +147,17 @@ func OOMKills(t testing.TB, dir string) int64 {
 	}
 	return n
 }
+
+// Interrupt stops a started command the way Ctrl-C would: SIGINT, then
+// SIGKILL if it has not exited after grace. It waits for the exit.
+func Interrupt(cmd *exec.Cmd, grace time.Duration) {
+	cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-done
+	}
+}

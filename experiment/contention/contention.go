@@ -114,8 +114,11 @@ type SessionPlan struct {
 	Trace     string       `json:"trace"`
 	Window    trace.Window `json:"window"` // block 0's
 	DelayS    float64      `json:"delay_s"`
-	PeakBytes int64        `json:"peak_bytes"` // scaled window peak, without overhead
-	MinBytes  int64        `json:"min_bytes"`  // scaled window minimum
+	PeakBytes int64        `json:"peak_bytes"` // scaled window peak, without overhead (block 0)
+	MinBytes  int64        `json:"min_bytes"`  // scaled window minimum (block 0)
+	// MaxPeakBytes is the largest scaled peak the session plays in any
+	// block: a looped LOW's phase moves which part of its window it plays.
+	MaxPeakBytes int64 `json:"max_peak_bytes"`
 }
 
 // Block is the contention of one block (its LOW offsets).
@@ -258,6 +261,13 @@ func Compute(cfg config.Config, traces map[string]*trace.Trace, scale float64, n
 			}
 			p.LimitRange[0] = int64(math.Ceil(float64(p.HighPeakBytes+nsess*cfg.SessionOverheadBytes) / scale))
 			p.FitLimitBytes = p.LimitRange[0]
+		}
+		for i := range p.Sessions {
+			for _, pc := range pieces {
+				if v, ok := pc.per[p.Sessions[i].Name]; ok {
+					p.Sessions[i].MaxPeakBytes = max(p.Sessions[i].MaxPeakBytes, v-cfg.SessionOverheadBytes)
+				}
+			}
 		}
 		blk := block(b, offs, pieces, p.ParentLimitBytes, p.FloorBytes, p.FloorS)
 		p.LimitRange[1] = min(p.LimitRange[1], int64(float64(blk.MaxLimitBytes)/scale))

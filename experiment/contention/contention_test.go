@@ -118,3 +118,27 @@ func TestDefaultProfileMeetsTheFloor(t *testing.T) {
 			scale, MB(l), MB(r[0]), MB(r[1]), MB(p.GiveUpBytes), p.GiveUpS, p.Budget.TotalS/60)
 	}
 }
+
+// MaxPeakBytes covers every block: a looped LOW with a random phase plays a
+// different part of its window per block, so block 0's peak is not enough
+// for a static limit (Static-Priority).
+func TestMaxPeakCoversEveryBlock(t *testing.T) {
+	c, err := config.Load("", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	traces, err := LoadTraces("../../replayimage/traces", c.Sessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Compute(c, traces, 0.1, "", DefaultEstimate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p.Sessions {
+		if s.MaxPeakBytes < s.PeakBytes || s.MaxPeakBytes <= 0 {
+			t.Errorf("%s: max peak %d below block 0's %d", s.Name, s.MaxPeakBytes, s.PeakBytes)
+		}
+		t.Logf("%s: block 0 peak %s, over all blocks %s", s.Name, MB(s.PeakBytes), MB(s.MaxPeakBytes))
+	}
+}

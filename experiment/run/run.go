@@ -726,8 +726,9 @@ func (o *Orchestrator) replayArgs(pt config.Point, s *session, i int) []string {
 	return a
 }
 
-// priorityLimits is Static-Priority: each LOW gets its window peak (scaled,
-// plus the container overhead), HIGH the rest of the parent limit.
+// priorityLimits is Static-Priority: each LOW gets the largest peak it plays
+// in any block (scaled, plus the container overhead), HIGH the rest of the
+// parent limit.
 func (o *Orchestrator) priorityLimits(pt config.Point, limit int64) map[string]int64 {
 	out := map[string]int64{}
 	rest := limit
@@ -740,7 +741,7 @@ func (o *Orchestrator) priorityLimits(pt config.Point, limit int64) map[string]i
 		var peak int64
 		for _, sp := range o.plan.Sessions {
 			if sp.Name == s.Name {
-				peak = int64(float64(sp.PeakBytes)/o.plan.MemScale*pt.MemScale) + o.Cfg.SessionOverheadBytes
+				peak = int64(float64(sp.MaxPeakBytes)/o.plan.MemScale*pt.MemScale) + o.Cfg.SessionOverheadBytes
 			}
 		}
 		out[s.Name] = peak

@@ -158,6 +158,9 @@ func stallCell(v float64) string {
 		return "n/a"
 	case math.IsInf(v, 1):
 		return "inf (killed)"
+	case math.IsInf(v, -1):
+		// A shift between an arm with kills and one without.
+		return "-inf (killed in the other arm)"
 	}
 	return fmt.Sprintf("%.3g s", v/1e6)
 }

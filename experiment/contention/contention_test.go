@@ -92,14 +92,7 @@ func TestWeakAndInfeasible(t *testing.T) {
 // The default profile's plan meets its floor in every block, at scale 1
 // and at the scale the TCG VM calibrates to, with the limit it chooses.
 func TestDefaultProfileMeetsTheFloor(t *testing.T) {
-	c, err := config.Load("", "default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	traces, err := LoadTraces("../../replayimage/traces", c.Sessions)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, traces := defaultProfile(t)
 	for _, scale := range []float64{1, 0.2, 0.1, 0.05, 0.03} {
 		cc := c
 		l, r, err := ChooseLimit(cc, traces, scale)
@@ -123,14 +116,7 @@ func TestDefaultProfileMeetsTheFloor(t *testing.T) {
 // different part of its window per block, so block 0's peak is not enough
 // for a static limit (Static-Priority).
 func TestMaxPeakCoversEveryBlock(t *testing.T) {
-	c, err := config.Load("", "default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	traces, err := LoadTraces("../../replayimage/traces", c.Sessions)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, traces := defaultProfile(t)
 	p, err := Compute(c, traces, 0.1, "", DefaultEstimate)
 	if err != nil {
 		t.Fatal(err)
@@ -141,4 +127,18 @@ func TestMaxPeakCoversEveryBlock(t *testing.T) {
 		}
 		t.Logf("%s: block 0 peak %s, over all blocks %s", s.Name, MB(s.PeakBytes), MB(s.MaxPeakBytes))
 	}
+}
+
+// defaultProfile is the default profile's config and the image's traces.
+func defaultProfile(t *testing.T) (config.Config, map[string]*trace.Trace) {
+	t.Helper()
+	c, err := config.Load("", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	traces, err := LoadTraces("../../replayimage/traces", c.Sessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, traces
 }

@@ -48,6 +48,7 @@ type vmEnv struct {
 	cfgPath  string
 	cfg      enroll.Config
 	nri      *exec.Cmd
+	endpoint string // CRI socket for crictl; "" = the guest's containerd (/etc/crictl.yaml)
 }
 
 func newVMEnv(t *testing.T, name string) *vmEnv { return newVMEnvCfg(t, name, nil) }
@@ -157,14 +158,22 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// crictlCmd is crictl against e.endpoint.
+func (e *vmEnv) crictlCmd(args ...string) *exec.Cmd {
+	if e.endpoint != "" {
+		args = append([]string{"--runtime-endpoint", e.endpoint, "--image-endpoint", e.endpoint}, args...)
+	}
+	return exec.Command("crictl", args...)
+}
+
 func (e *vmEnv) crictlOK(args ...string) string {
-	out, _ := exec.Command("crictl", args...).Output()
+	out, _ := e.crictlCmd(args...).Output()
 	return strings.TrimSpace(string(out))
 }
 
 func (e *vmEnv) crictl(args ...string) string {
 	e.t.Helper()
-	out, err := exec.Command("crictl", args...).CombinedOutput()
+	out, err := e.crictlCmd(args...).CombinedOutput()
 	if err != nil {
 		e.t.Fatalf("crictl %s: %v\n%s\nplugin log:\n%s", strings.Join(args, " "), err, out, tail(e.log(), 20))
 	}

@@ -23,6 +23,9 @@ cache=${AGENTCG_VM_CACHE:-/var/cache/agentcg}
 suite=${AGENTCG_VM_SUITE:-sid}
 mirror=${AGENTCG_VM_MIRROR:-http://deb.debian.org/debian}
 crictl_version=v1.34.0
+# A second, newer containerd for the one test that needs NRI's default
+# validator (required plugins, containerd >= 2.2); the guest runs Debian's.
+containerd_next=v2.2.9
 profile=${AGENTCG_VM_PROFILE:-default}
 export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
 
@@ -50,7 +53,7 @@ esac
 packages=$(grep -v '^#' "$here/packages.txt" | grep . | paste -sd, -)
 basekey=$(printf '%s\n' "$suite" "$mirror" "$packages" | sha256sum | cut -c1-16)
 key=$( {
-	printf '%s\n' "$basekey" "$crictl_version" "$profile"
+	printf '%s\n' "$basekey" "$crictl_version" "$containerd_next" "$profile"
 	if [ "$profile" = systemd ]; then basename "$kubelet"; fi
 	cd "$here" && cat build-rootfs.sh packages.txt guest/vminit guest/config.toml guest/daemon.json guest/crictl.yaml guest/10-agentcg.conflist pause/main.go pauseimage/main.go ../../replayimage/image/image.go ../../replayimage/image/specs.go "${extra[@]}"
 } | sha256sum | cut -c1-16)
@@ -100,6 +103,18 @@ if [ ! -x "$crictl" ]; then
 		-ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$crictl_version" \
 		"sigs.k8s.io/cri-tools/cmd/crictl@$crictl_version") || die "go install crictl failed"
 	mv "$work/gobin/crictl" "$crictl"
+fi
+
+# 2b. containerd $containerd_next and its runc shim, static, from the Go module
+# proxy (TestVMClosedModeRequiredPlugins runs it beside the guest's containerd).
+next=$cache/containerd-$containerd_next
+if [ ! -x "$next/containerd" ] || [ ! -x "$next/containerd-shim-runc-v2" ]; then
+	log "go install containerd $containerd_next"
+	(cd "$work" && CGO_ENABLED=0 GOFLAGS= GOTOOLCHAIN=local GOBIN="$work/gobin" go install -trimpath \
+		-ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=${containerd_next#v}" \
+		"github.com/containerd/containerd/v2/cmd/containerd@$containerd_next" \
+		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$containerd_next") || die "go install containerd $containerd_next failed"
+	rm -rf "$next" && mkdir -p "$next.tmp" && mv "$work/gobin/containerd" "$work/gobin/containerd-shim-runc-v2" "$next.tmp/" && mv "$next.tmp" "$next"
 fi
 
 # 3. The static pause image for CRI sandboxes.
@@ -158,6 +173,7 @@ install -D -m 0644 "$here/guest/crictl.yaml" "$r/etc/crictl.yaml"
 install -D -m 0644 "$here/guest/10-agentcg.conflist" "$r/etc/cni/net.d/10-agentcg.conflist"
 install -D -m 0755 "$crictl" "$r/usr/local/bin/crictl"
 install -D -m 0644 "$work/pause.tar" "$r/usr/local/share/agentcg/pause.tar"
+install -D -m 0755 -t "$r/usr/local/lib/agentcg/containerd-$containerd_next" "$next/containerd" "$next/containerd-shim-runc-v2"
 mkdir -p "$r/agentcg" "$r/results" "$r/opt/nri/plugins" "$r/etc/nri/conf.d" "$r/var/run/nri"
 echo agentcg-vm >"$r/etc/hostname"
 : >"$r/etc/fstab"
@@ -169,6 +185,7 @@ fi
 {
 	dpkg-query --admindir="$r/var/lib/dpkg" -W -f '${Package}\t${Version}\n'
 	printf 'crictl\t%s\n' "$crictl_version"
+	printf 'containerd-next\t%s\n' "$containerd_next"
 	if [ "$profile" = systemd ]; then printf 'kubelet\t%s\n' "${kubelet##*/kubelet-}"; fi
 } >"$work/versions.tsv"
 for p in containerd runc docker.io docker-cli; do

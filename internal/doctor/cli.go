@@ -28,7 +28,8 @@ the pin dir, this process's privileges, cgroup v2 with the memory
 controller, the cgroup drivers of containerd, Docker and the kubelet,
 containerd's config (as agentcg configure --check), Docker's agentcg
 runtime, a running agentcg-nri (and its /readyz when metrics_addr is set),
-the hook binaries, and the state dir. Each failed check says what to
+whether fail_mode closed also holds while the plugin is down (containerd
+>= 2.2 requiring it), the hook binaries, and the state dir. Each failed check says what to
 change. Exit 1 if any check failed; warnings do not fail.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -81,7 +81,7 @@ func Run(ctx context.Context, e Env) []Result {
 	out := []Result{cfgRes, e.kernel(cfg), e.bpffs(cfg, mounts, mountErr), e.privileges(cfg), e.cgroupV2(cfg, mounts, mountErr)}
 	cd, cdDoc := e.containerd()
 	dk, dkDoc := e.docker()
-	out = append(out, e.cgroupDriver(cdDoc, dkDoc), cd, dk, e.plugin(ctx, cfg, cdDoc != nil), e.hook(dkDoc), e.stateDir(cfg))
+	out = append(out, e.cgroupDriver(cdDoc, dkDoc), cd, dk, e.plugin(ctx, cfg, cdDoc != nil), e.failMode(cfg, cdDoc), e.hook(dkDoc), e.stateDir(cfg))
 	return out
 }
 
@@ -620,6 +620,64 @@ func (e Env) plugin(ctx context.Context, cfg enroll.Config, containerd bool) Res
 	r.Status = OK
 	r.Detail += "; " + url + " ready"
 	return r
+}
+
+// pluginName is the name agentcg-nri registers with NRI (its --name).
+const pluginName = "agentcg"
+
+// failMode checks that fail_mode closed also holds while the plugin is
+// absent, which only the runtime can enforce: containerd >= 2.2 with NRI's
+// default validator requiring the plugin (plugin/README.md, "Fail modes").
+func (e Env) failMode(cfg enroll.Config, containerdDoc []byte) Result {
+	r := Result{Name: "fail mode"}
+	switch {
+	case cfg.FailMode != enroll.FailClosed:
+		r.Status, r.Detail = OK, fmt.Sprintf("%s: a container whose attach fails runs without the policy (logged and counted)", cfg.FailMode)
+		return r
+	case containerdDoc == nil:
+		r.Status, r.Detail = OK, "closed: the hook refuses on its own path (no containerd here)"
+		return r
+	}
+	var m map[string]any
+	if err := toml.Unmarshal(containerdDoc, &m); err != nil {
+		r.Status, r.Detail, r.Fix = Fail, fmt.Sprintf("%s: %v", configure.DefaultContainerdConfig, err), "fix the file's syntax"
+		return r
+	}
+	validator := []string{"plugins", "io.containerd.nri.v1.nri", "default_validator"}
+	enabled, _ := configure.Lookup(m, append(validator, "enable"))
+	required, _ := configure.Lookup(m, append(validator, "required_plugins"))
+	names, _ := required.([]any)
+	requires := slices.ContainsFunc(names, func(v any) bool {
+		s, _ := v.(string)
+		return s == pluginName || strings.HasSuffix(s, "-"+pluginName)
+	})
+	if enabled == true && requires {
+		r.Status, r.Detail = OK, "closed, and containerd's NRI default validator requires "+pluginName+": a container is refused while the plugin is down (except the first create after a drop, before NRI 0.12.5)"
+		return r
+	}
+	r.Status = Warn
+	r.Detail = "closed refuses on every path the plugin sees, but containerd does not require the plugin: while agentcg-nri is down, annotated containers start without the policy"
+	r.Fix = "on containerd >= 2.2 set [plugins.'io.containerd.nri.v1.nri'.default_validator] enable = true, required_plugins = ['" + pluginName + "'] (plugin/README.md, \"Fail modes\")"
+	if st, err := plugin.ReadStatus(e.path(plugin.StatusPath(cfg.StateDir))); err == nil && st.Runtime == "containerd" && !atLeast(st.RuntimeVersion, 2, 2) {
+		r.Detail += fmt.Sprintf("; containerd %s cannot (required plugins need >= 2.2)", st.RuntimeVersion)
+		r.Fix = "upgrade containerd to >= 2.2, then " + r.Fix[len("on containerd >= 2.2 "):]
+	}
+	return r
+}
+
+// atLeast reports whether version ("2.1.9", "v2.2.0-rc.1") is at least
+// major.minor; an unparsable one is not.
+func atLeast(version string, major, minor int) bool {
+	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	maj, err1 := strconv.Atoi(parts[0])
+	mnr, err2 := strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return maj > major || maj == major && mnr >= minor
 }
 
 // lockHeld reports whether some process holds a flock on the file at path.

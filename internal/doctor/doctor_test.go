@@ -143,7 +143,7 @@ func TestAllGreen(t *testing.T) {
 		list = append(list, r)
 	}
 	Print(&buf, list)
-	if !strings.Contains(buf.String(), "11 ok, 0 warn, 0 fail, 0 skip") {
+	if !strings.Contains(buf.String(), "12 ok, 0 warn, 0 fail, 0 skip") {
 		t.Errorf("summary:\n%s", buf.String())
 	}
 }
@@ -217,6 +217,27 @@ func TestEachCheck(t *testing.T) {
 		{name: "hooks.d timeout below hook_timeout", change: func(n node) {
 			n["/etc/containers/oci/hooks.d/agentcg-createruntime.json"] = `{"version": "1.0.0", "hook": {"path": "/usr/bin/agentcg-hook", "timeout": 2}, "when": {"annotations": {"^agentcg\\.priority": ".*"}}, "stages": ["createRuntime"]}`
 		}, check: "hook", status: Fail, detail: "kills the hook after 2 s"},
+		{name: "closed on containerd 2.1", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = "mode: bpf\nfail_mode: closed\nmetrics_addr: 127.0.0.1:9464\n"
+		},
+			check: "fail mode", status: Warn, detail: "containerd 2.1.9 cannot", fix: "upgrade containerd to >= 2.2, then set"},
+		{name: "closed on containerd 2.2 without required plugins", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = "mode: bpf\nfail_mode: closed\nmetrics_addr: 127.0.0.1:9464\n"
+			n["/run/agentcg/containers/agentcg-nri.status"] = strings.Replace(n["/run/agentcg/containers/agentcg-nri.status"], `"2.1.9"`, `"2.2.9"`, 1)
+		}, check: "fail mode", status: Warn, detail: "does not require the plugin", fix: "on containerd >= 2.2 set"},
+		{name: "closed with required plugins", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = "mode: bpf\nfail_mode: closed\nmetrics_addr: 127.0.0.1:9464\n"
+			n["/etc/containerd/config.toml"] += "\n[plugins.'io.containerd.nri.v1.nri'.default_validator]\n  enable = true\n  required_plugins = ['agentcg']\n"
+		}, check: "fail mode", status: OK, detail: "requires agentcg"},
+		{name: "closed with required plugins disabled", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = "mode: bpf\nfail_mode: closed\nmetrics_addr: 127.0.0.1:9464\n"
+			n["/etc/containerd/config.toml"] += "\n[plugins.'io.containerd.nri.v1.nri'.default_validator]\n  enable = false\n  required_plugins = ['agentcg']\n"
+		}, check: "fail mode", status: Warn, detail: "does not require"},
+		{name: "closed, hook only", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = "mode: bpf\nfail_mode: closed\n"
+			delete(n, "/etc/containerd/config.toml")
+			delete(n, "/run/containerd/containerd.sock")
+		}, check: "fail mode", status: OK, detail: "the hook refuses"},
 		{name: "hooks.d broken", change: func(n node) { n["/etc/containers/oci/hooks.d/agentcg-poststop.json"] = `{"hook": {}}` }, check: "hook", status: Fail, detail: "no hook.path"},
 	}
 	for _, tc := range tests {
@@ -238,6 +259,20 @@ func TestEachCheck(t *testing.T) {
 				t.Errorf("%s: %s without a fix", tc.check, r.Status)
 			}
 		})
+	}
+}
+
+func TestAtLeast(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		want    bool
+	}{
+		{"2.1.9", false}, {"2.2.0", true}, {"v2.2.9", true}, {"2.2.0-rc.1", true}, {"2.10.1", true},
+		{"3.0", true}, {"1.7.27", false}, {"", false}, {"2", false}, {"x.y", false},
+	} {
+		if got := atLeast(tc.version, 2, 2); got != tc.want {
+			t.Errorf("atLeast(%q, 2, 2) = %v, want %v", tc.version, got, tc.want)
+		}
 	}
 }
 

@@ -59,7 +59,7 @@ func lowCell(o Options, g Group, arm string) string {
 
 // cell is metricValue without the "(killed)" note, for table cells.
 func cell(v float64, metric string) string {
-	return strings.TrimSuffix(metricValue(v, metric), " (killed)")
+	return strings.TrimSuffix(MetricValue(v, metric), " (killed)")
 }
 
 func signed(v float64, metric string) string {

@@ -41,7 +41,7 @@ func groupNarrative(o Options, g Group) string {
 		s = append(s, fmt.Sprintf("The reference arm %s was not run, so no arm can be compared.", o.Reference))
 		return strings.Join(s, " ")
 	}
-	s = append(s, fmt.Sprintf("Under %s, HIGH survived %s and its median %s was %s.", o.Reference, kn(ref.Survived.K, ref.Survived.N), o.Primary, metricValue(ref.Stall, o.Primary)))
+	s = append(s, fmt.Sprintf("Under %s, HIGH survived %s and its median %s was %s.", o.Reference, kn(ref.Survived.K, ref.Survived.N), o.Primary, MetricValue(ref.Stall, o.Primary)))
 	killed := 0
 	for _, h := range g.Headline {
 		killed += h.Survived.N - h.Survived.K
@@ -78,8 +78,8 @@ func armSentences(o Options, h, ref ArmRow) []string {
 	}
 	if c := h.StallTest; c != nil {
 		line := fmt.Sprintf("HIGH %s median %s against %s; shift %s [%s, %s] (%s p=%s, Holm-adjusted %s)",
-			o.Primary, metricValue(h.Stall, o.Primary), metricValue(ref.Stall, o.Primary),
-			metricValue(c.Estimate, o.Primary), metricValue(c.Lo, o.Primary), metricValue(c.Hi, o.Primary), c.Test, pv(c.P), pv(c.PAdj))
+			o.Primary, MetricValue(h.Stall, o.Primary), MetricValue(ref.Stall, o.Primary),
+			MetricValue(c.Estimate, o.Primary), MetricValue(c.Lo, o.Primary), MetricValue(c.Hi, o.Primary), c.Test, pv(c.P), pv(c.PAdj))
 		ciHasZero := c.Lo <= 0 && c.Hi >= 0
 		noCI := math.IsNaN(c.Lo) || math.IsNaN(c.Hi)
 		switch {
@@ -118,13 +118,13 @@ func lowSentences(o Options, g Group) []string {
 			// said as such, so that a consistent cost is not hidden.
 			if c.P <= o.Alpha && math.Abs(c.Cliff) == 1 {
 				uncorrected = append(uncorrected, fmt.Sprintf("%s %s under %s on trace %s (shift %s [%s, %s], p=%s, Cliff's delta %s; Holm-adjusted p=%s)",
-					o.LowCost, higherLower(c.Estimate), l.Arm, l.Trace, metricValue(c.Estimate, o.LowCost), metricValue(c.Lo, o.LowCost), metricValue(c.Hi, o.LowCost),
+					o.LowCost, higherLower(c.Estimate), l.Arm, l.Trace, MetricValue(c.Estimate, o.LowCost), MetricValue(c.Lo, o.LowCost), MetricValue(c.Hi, o.LowCost),
 					pv(c.P), trim(c.Cliff), pv(c.PAdj)))
 			}
 			continue
 		}
 		item := fmt.Sprintf("%s on trace %s (shift %s [%s, %s], Holm-adjusted p=%s)", l.Arm, l.Trace,
-			metricValue(c.Estimate, o.LowCost), metricValue(c.Lo, o.LowCost), metricValue(c.Hi, o.LowCost), pv(c.PAdj))
+			MetricValue(c.Estimate, o.LowCost), MetricValue(c.Lo, o.LowCost), MetricValue(c.Hi, o.LowCost), pv(c.PAdj))
 		if c.Estimate > 0 {
 			costly = append(costly, item)
 		} else {
@@ -212,9 +212,9 @@ func pct(v float64) string {
 
 func trim(v float64) string { return fmt.Sprintf("%.2g", v) }
 
-// metricValue formats a value of metric for prose: µs metrics in seconds,
+// MetricValue formats a value of metric for prose: µs metrics in seconds,
 // the worst value of a killed session as "killed".
-func metricValue(v float64, metric string) string {
+func MetricValue(v float64, metric string) string {
 	switch {
 	case math.IsNaN(v):
 		return "n/a"
@@ -252,7 +252,7 @@ func baselineSentences(o Options, g Group) []string {
 			continue
 		}
 		line := fmt.Sprintf("Against %s (the same sessions with no parent limit), HIGH's %s under %s differed by %s [%s, %s] (%s p=%s, Holm-adjusted %s)",
-			c.Reference, o.Primary, c.Arm, metricValue(c.Estimate, o.Primary), metricValue(c.Lo, o.Primary), metricValue(c.Hi, o.Primary), c.Test, pv(c.P), pv(c.PAdj))
+			c.Reference, o.Primary, c.Arm, MetricValue(c.Estimate, o.Primary), MetricValue(c.Lo, o.Primary), MetricValue(c.Hi, o.Primary), c.Test, pv(c.P), pv(c.PAdj))
 		if c.PAdj <= o.Alpha && c.Estimate != 0 {
 			line += fmt.Sprintf(": the shared limit still costs HIGH under %s.", c.Arm)
 		} else {

@@ -73,7 +73,7 @@ func Compare(a, b string) (string, error) {
 						surv = fmt.Sprintf("%d/%d [%.2f, %.2f]", h.Survived.K, h.Survived.N, h.Survived.Lo, h.Survived.Hi)
 						st = stallCell(h.Stall)
 						if c := h.StallTest; c != nil {
-							sh = fmt.Sprintf("%s [%s, %s]", stallCell(c.Estimate), stallCell(c.Lo), stallCell(c.Hi))
+							sh = shiftCell(c, da.Options.Primary)
 						}
 					}
 				}
@@ -82,6 +82,56 @@ func Compare(a, b string) (string, error) {
 			w("| %s |\n", strings.Join(cells, " | "))
 		}
 		w("\n")
+		lowCostTable(w, da.Options.LowCost, v)
 	}
 	return s.String(), nil
+}
+
+// shiftCell is a comparison's shift, its CI and its Holm-adjusted p.
+func shiftCell(c *analysis.Comparison, metric string) string {
+	v := func(x float64) string { return analysis.MetricValue(x, metric) }
+	return fmt.Sprintf("%s [%s, %s], Holm p %.2g", v(c.Estimate), v(c.Lo), v(c.Hi), c.PAdj)
+}
+
+// lowCostTable sets what each LOW trace paid (its cost metric, against the
+// reference arm) in the two folders side by side.
+func lowCostTable(w func(string, ...any), metric string, v [2]*analysis.Group) {
+	type key struct{ arm, trace string }
+	var keys []key
+	rows := map[key][2]*analysis.LowRow{}
+	for i, g := range v {
+		if g == nil {
+			continue
+		}
+		for j := range g.LowCost {
+			r := &g.LowCost[j]
+			k := key{r.Arm, r.Trace}
+			if _, ok := rows[k]; !ok {
+				keys = append(keys, k)
+			}
+			x := rows[k]
+			x[i] = r
+			rows[k] = x
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	w("LOW's cost (%s):\n\n", metric)
+	w("| arm | LOW trace | A: median | A: shift [CI] | B: median | B: shift [CI] |\n|---|---|---|---|---|---|\n")
+	for _, k := range keys {
+		cells := []string{k.arm, k.trace}
+		for _, r := range rows[k] {
+			med, sh := "–", "–"
+			if r != nil {
+				med = analysis.MetricValue(r.Cost, metric)
+				if r.CostTest != nil {
+					sh = shiftCell(r.CostTest, metric)
+				}
+			}
+			cells = append(cells, med, sh)
+		}
+		w("| %s |\n", strings.Join(cells, " | "))
+	}
+	w("\n")
 }

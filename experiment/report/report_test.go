@@ -191,7 +191,8 @@ func TestGenerate(t *testing.T) {
 		}
 	}
 	cmp, err := Compare(dir, dir)
-	if err != nil || !strings.Contains(cmp, "## Regime swap") || !strings.Contains(cmp, "| BPF | 6/6") {
+	if err != nil || !strings.Contains(cmp, "## Regime swap") || !strings.Contains(cmp, "| BPF | 6/6") ||
+		!strings.Contains(cmp, "Holm p") || !strings.Contains(cmp, "LOW's cost (stall_some_us)") {
 		t.Fatalf("compare: %v\n%s", err, cmp)
 	}
 }

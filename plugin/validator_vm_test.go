@@ -54,6 +54,8 @@ state = '` + run + `'
   runtime_type = 'io.containerd.runc.v2'
   pod_annotations = ['agentcg.*']
   container_annotations = ['agentcg.*']
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+    Root = '` + run + `/runc'
 [plugins.'io.containerd.nri.v1.nri']
   disable = false
   socket_path = '` + c.nriSock + `'
@@ -133,36 +135,57 @@ func TestVMClosedModeRequiredPlugins(t *testing.T) {
 	e.wantPins()
 
 	e.stopNRI()
-	create := func(name string) (string, error) {
+	// create creates (not starts) a container: its id, or crictl's error
+	// output.
+	create := func(name, prio string) (string, error) {
+		ann := map[string]string{}
+		if prio != "" {
+			ann["agentcg.priority"] = prio
+		}
 		ctrJSON := e.writeJSON("ctr-"+name+".json", map[string]any{
 			"metadata":    map[string]any{"name": name},
 			"image":       map[string]any{"image": vmImage},
-			"annotations": map[string]string{"agentcg.priority": "low"},
+			"annotations": ann,
 			"log_path":    name + ".log",
 		})
-		out, err := e.crictlCmd("create", pod, ctrJSON, podJSON).CombinedOutput()
-		return strings.TrimSpace(string(out)), err
+		var stderr strings.Builder
+		cmd := e.crictlCmd("create", pod, ctrJSON, podJSON)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return stderr.String(), err
+		}
+		return strings.TrimSpace(string(out)), nil
 	}
-	// NRI before 0.12.5 drops a closed plugin from its list only after the
-	// next request, so the first create after the drop still counts it as
-	// present (no containerd release through 2.4.2 has the fix): record
-	// what this one does, and require the refusal from the next.
-	first, firstErr := create("first")
+	missing := func(out string) bool {
+		return strings.Contains(out, "required plugin") && strings.Contains(out, "agentcg") && strings.Contains(out, "not present")
+	}
+	// NRI before 0.12.5 drops a closed plugin from its list only at the end
+	// of the runtime's next NRI call, and counts it as present if that call
+	// is a create (no containerd release through 2.4.2 has the fix): record
+	// what this first create does, and require the refusal from the next.
+	first, firstErr := create("first", "low")
 	if firstErr == nil {
-		t.Logf("containerd %s created the first container after the plugin dropped (NRI < 0.12.5 lists a closed plugin until its next request)", next.version)
+		t.Logf("containerd %s created the first container after the plugin dropped (NRI < 0.12.5 counts a closed plugin until the end of the next call)", next.version)
 		e.crictl("rm", first)
+	} else if !missing(first) {
+		t.Fatalf("the first create failed, but not for the missing plugin: %s", first)
 	}
-	out, err := create("absent")
+	out, err := create("absent", "low")
+	plain, plainErr := create("plain", "") // required_plugins is for every container
 	e.writeJSON("closed-mode-required-plugins.json", map[string]any{
-		"runtime": "containerd " + next.version, "first_create_refused": firstErr != nil,
-		"refused_without_plugin": err != nil, "crictl": out})
+		"runtime": "containerd " + next.version, "first_create_refused": firstErr != nil, "first_create": first,
+		"refused_without_plugin": err != nil, "crictl": out, "unannotated_refused": plainErr != nil})
 	if err == nil {
 		t.Fatalf("containerd %s created an annotated container while the required plugin was absent: %s", next.version, out)
 	}
-	if !strings.Contains(out, "required plugin") || !strings.Contains(out, "agentcg") || !strings.Contains(out, "not present") {
+	if !missing(out) {
 		t.Fatalf("refused, but not for the missing plugin: %s", out)
 	}
-	t.Logf("refused while the plugin was absent: %s", out)
+	if plainErr == nil || !missing(plain) {
+		t.Fatalf("an unannotated container while the required plugin was absent: %v %s", plainErr, plain)
+	}
+	t.Logf("refused while the plugin was absent: %s", strings.TrimSpace(out))
 	fmt.Printf("AGENTCG closed mode, plugin stopped, containerd %s with required_plugins: first create refused=%v, then refused=%v\n", next.version, firstErr != nil, err != nil)
 	if pins := e.pins(); len(pins) != 0 {
 		t.Fatalf("pins without a plugin: %v", pins)

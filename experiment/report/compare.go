@@ -2,6 +2,7 @@ package report
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -30,6 +31,11 @@ func Compare(a, b string) (string, error) {
 	row("load at the start", func(d *Data) string { return or(d.Env.HostLoadAvg, d.Env.LoadAvg) })
 	row("regime", func(d *Data) string { return strings.TrimPrefix(d.regimeLine(), "**Regime:** ") })
 	w("\n")
+	ds := [2]*Data{da, db}
+	if da.Options.Primary != db.Options.Primary || da.Options.LowCost != db.Options.LowCost {
+		w("**A and B measure different metrics:** HIGH %s and LOW %s against HIGH %s and LOW %s.\n\n",
+			da.Options.Primary, da.Options.LowCost, db.Options.Primary, db.Options.LowCost)
+	}
 	groups := map[string][2]*analysis.Group{}
 	var order []string
 	for i, d := range []*Data{da, db} {
@@ -50,7 +56,7 @@ func Compare(a, b string) (string, error) {
 	for _, k := range order {
 		v := groups[k]
 		w("## Regime %s\n\n", k)
-		w("| arm | A: HIGH survived | A: HIGH stall median | A: shift vs %s [CI] | B: HIGH survived | B: HIGH stall median | B: shift [CI] |\n|---|---|---|---|---|---|---|\n", da.Options.Reference)
+		w("| arm | A: HIGH survived | A: HIGH stall median | A: shift vs %s [CI] | B: HIGH survived | B: HIGH stall median | B: shift vs %s [CI] |\n|---|---|---|---|---|---|---|\n", da.Options.Reference, db.Options.Reference)
 		var arms []string
 		for _, g := range v {
 			if g != nil {
@@ -63,7 +69,7 @@ func Compare(a, b string) (string, error) {
 		}
 		for _, arm := range arms {
 			cells := []string{arm}
-			for _, g := range v {
+			for i, g := range v {
 				surv, st, sh := "–", "–", "–"
 				if g != nil {
 					for _, h := range g.Headline {
@@ -73,7 +79,7 @@ func Compare(a, b string) (string, error) {
 						surv = fmt.Sprintf("%d/%d [%.2f, %.2f]", h.Survived.K, h.Survived.N, h.Survived.Lo, h.Survived.Hi)
 						st = stallCell(h.Stall)
 						if c := h.StallTest; c != nil {
-							sh = shiftCell(c, da.Options.Primary)
+							sh = shiftCell(c, ds[i].Options.Primary)
 						}
 					}
 				}
@@ -82,20 +88,29 @@ func Compare(a, b string) (string, error) {
 			w("| %s |\n", strings.Join(cells, " | "))
 		}
 		w("\n")
-		lowCostTable(w, da.Options.LowCost, v)
+		lowCostTable(w, [2]string{da.Options.LowCost, db.Options.LowCost}, v)
 	}
 	return s.String(), nil
 }
 
 // shiftCell is a comparison's shift, its CI and its Holm-adjusted p.
 func shiftCell(c *analysis.Comparison, metric string) string {
-	v := func(x float64) string { return analysis.MetricValue(x, metric) }
-	return fmt.Sprintf("%s [%s, %s], Holm p %.2g", v(c.Estimate), v(c.Lo), v(c.Hi), c.PAdj)
+	v := func(x float64) string {
+		if math.IsInf(x, 0) {
+			return stallCell(x) // says which arm had the kills
+		}
+		return analysis.MetricValue(x, metric)
+	}
+	p := "n/a"
+	if !math.IsNaN(c.PAdj) {
+		p = fmt.Sprintf("%.2g", c.PAdj)
+	}
+	return fmt.Sprintf("%s [%s, %s], Holm p %s", v(c.Estimate), v(c.Lo), v(c.Hi), p)
 }
 
 // lowCostTable sets what each LOW trace paid (its cost metric, against the
 // reference arm) in the two folders side by side.
-func lowCostTable(w func(string, ...any), metric string, v [2]*analysis.Group) {
+func lowCostTable(w func(string, ...any), metrics [2]string, v [2]*analysis.Group) {
 	type key struct{ arm, trace string }
 	var keys []key
 	rows := map[key][2]*analysis.LowRow{}
@@ -117,16 +132,16 @@ func lowCostTable(w func(string, ...any), metric string, v [2]*analysis.Group) {
 	if len(keys) == 0 {
 		return
 	}
-	w("LOW's cost (%s):\n\n", metric)
+	w("LOW's cost (%s):\n\n", metrics[0])
 	w("| arm | LOW trace | A: median | A: shift [CI] | B: median | B: shift [CI] |\n|---|---|---|---|---|---|\n")
 	for _, k := range keys {
 		cells := []string{k.arm, k.trace}
-		for _, r := range rows[k] {
+		for i, r := range rows[k] {
 			med, sh := "–", "–"
 			if r != nil {
-				med = analysis.MetricValue(r.Cost, metric)
+				med = analysis.MetricValue(r.Cost, metrics[i])
 				if r.CostTest != nil {
-					sh = shiftCell(r.CostTest, metric)
+					sh = shiftCell(r.CostTest, metrics[i])
 				}
 			}
 			cells = append(cells, med, sh)

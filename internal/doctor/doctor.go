@@ -81,7 +81,7 @@ func Run(ctx context.Context, e Env) []Result {
 	out := []Result{cfgRes, e.kernel(cfg), e.bpffs(cfg, mounts, mountErr), e.privileges(cfg), e.cgroupV2(cfg, mounts, mountErr)}
 	cd, cdDoc := e.containerd()
 	dk, dkDoc := e.docker()
-	out = append(out, e.cgroupDriver(cdDoc, dkDoc), cd, dk, e.plugin(ctx, cfg, cdDoc != nil), e.failMode(cfg, cdDoc), e.hook(dkDoc), e.stateDir(cfg))
+	out = append(out, e.cgroupDriver(cdDoc, dkDoc), cd, dk, e.plugin(ctx, cfg, cdDoc != nil), e.failMode(cfg, cd, cdDoc), e.hook(dkDoc), e.stateDir(cfg))
 	return out
 }
 
@@ -628,56 +628,86 @@ const pluginName = "agentcg"
 // failMode checks that fail_mode closed also holds while the plugin is
 // absent, which only the runtime can enforce: containerd >= 2.2 with NRI's
 // default validator requiring the plugin (plugin/README.md, "Fail modes").
-func (e Env) failMode(cfg enroll.Config, containerdDoc []byte) Result {
+// cd and containerdDoc are the containerd check's result and the file.
+func (e Env) failMode(cfg enroll.Config, cd Result, containerdDoc []byte) Result {
 	r := Result{Name: "fail mode"}
 	switch {
 	case cfg.FailMode != enroll.FailClosed:
 		r.Status, r.Detail = OK, fmt.Sprintf("%s: a container whose attach fails runs without the policy (logged and counted)", cfg.FailMode)
 		return r
+	case cd.Status == Skip:
+		r.Status, r.Detail = OK, "closed: no containerd here; the hook refuses on its own path"
+		return r
 	case containerdDoc == nil:
-		r.Status, r.Detail = OK, "closed: the hook refuses on its own path (no containerd here)"
+		r.Status, r.Detail = Skip, "containerd's config is unreadable (see the containerd config check)"
 		return r
 	}
 	var m map[string]any
 	if err := toml.Unmarshal(containerdDoc, &m); err != nil {
-		r.Status, r.Detail, r.Fix = Fail, fmt.Sprintf("%s: %v", configure.DefaultContainerdConfig, err), "fix the file's syntax"
+		r.Status, r.Detail = Skip, "containerd's config does not parse (see the containerd config check)"
 		return r
 	}
 	validator := []string{"plugins", "io.containerd.nri.v1.nri", "default_validator"}
 	enabled, _ := configure.Lookup(m, append(validator, "enable"))
 	required, _ := configure.Lookup(m, append(validator, "required_plugins"))
 	names, _ := required.([]any)
-	requires := slices.ContainsFunc(names, func(v any) bool {
+	requires := enabled == true && slices.ContainsFunc(names, func(v any) bool {
 		s, _ := v.(string)
-		return s == pluginName || strings.HasSuffix(s, "-"+pluginName)
+		return isPluginName(s)
 	})
-	if enabled == true && requires {
-		r.Status, r.Detail = OK, "closed, and containerd's NRI default validator requires "+pluginName+": a container is refused while the plugin is down (except the first create after a drop, before NRI 0.12.5)"
-		return r
+	// The running containerd's version, as the plugin saw it at connect.
+	version := ""
+	if st, err := plugin.ReadStatus(e.path(plugin.StatusPath(cfg.StateDir))); err == nil && st.Runtime == "containerd" {
+		version = st.RuntimeVersion
 	}
-	r.Status = Warn
-	r.Detail = "closed refuses on every path the plugin sees, but containerd does not require the plugin: while agentcg-nri is down, annotated containers start without the policy"
-	r.Fix = "on containerd >= 2.2 set [plugins.'io.containerd.nri.v1.nri'.default_validator] enable = true, required_plugins = ['" + pluginName + "'] (plugin/README.md, \"Fail modes\")"
-	if st, err := plugin.ReadStatus(e.path(plugin.StatusPath(cfg.StateDir))); err == nil && st.Runtime == "containerd" && !atLeast(st.RuntimeVersion, 2, 2) {
-		r.Detail += fmt.Sprintf("; containerd %s cannot (required plugins need >= 2.2)", st.RuntimeVersion)
-		r.Fix = "upgrade containerd to >= 2.2, then " + r.Fix[len("on containerd >= 2.2 "):]
+	newEnough, known := versionAtLeast(version, 2, 2)
+	set := "set [plugins.'io.containerd.nri.v1.nri'.default_validator] enable = true, required_plugins = ['" + pluginName + "'] (plugin/README.md, \"Fail modes\")"
+	switch {
+	case known && !newEnough:
+		r.Status = Warn
+		r.Detail = fmt.Sprintf("closed refuses on every path the plugin sees, but containerd %s cannot refuse while agentcg-nri is down: NRI's required plugins need containerd >= 2.2", version)
+		if requires {
+			r.Detail += " (the default_validator in " + configure.DefaultContainerdConfig + " is ignored)"
+		}
+		r.Fix = "upgrade containerd to >= 2.2, then " + set
+	case !requires:
+		r.Status = Warn
+		r.Detail = "closed refuses on every path the plugin sees, but containerd does not require the plugin: while agentcg-nri is down, annotated containers start without the policy"
+		r.Fix = "on containerd >= 2.2 " + set
+	default:
+		r.Status = OK
+		r.Detail = "closed, and containerd's NRI default validator requires " + pluginName + ": while the plugin is down, containers are refused (before NRI 0.12.5, except a create that is the runtime's first NRI call after the drop)"
+		if !known {
+			r.Detail += "; containerd's version is unknown until the plugin connects (this needs >= 2.2)"
+		}
 	}
 	return r
 }
 
-// atLeast reports whether version ("2.1.9", "v2.2.0-rc.1") is at least
-// major.minor; an unparsable one is not.
-func atLeast(version string, major, minor int) bool {
+// isPluginName reports whether an NRI plugin name ("agentcg" or the
+// indexed "50-agentcg") names agentcg-nri.
+func isPluginName(s string) bool {
+	idx, name, ok := strings.Cut(s, "-")
+	if !ok {
+		return s == pluginName
+	}
+	_, err := strconv.ParseUint(idx, 10, 8)
+	return len(idx) == 2 && err == nil && name == pluginName
+}
+
+// versionAtLeast reports whether version ("2.1.9", "v2.2.0-rc.1") is at
+// least major.minor, and whether it parsed at all.
+func versionAtLeast(version string, major, minor int) (atLeast, parsed bool) {
 	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
 	if len(parts) < 2 {
-		return false
+		return false, false
 	}
 	maj, err1 := strconv.Atoi(parts[0])
 	mnr, err2 := strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
 	if err1 != nil || err2 != nil {
-		return false
+		return false, false
 	}
-	return maj > major || maj == major && mnr >= minor
+	return maj > major || maj == major && mnr >= minor, true
 }
 
 // lockHeld reports whether some process holds a flock on the file at path.

@@ -217,27 +217,45 @@ func TestEachCheck(t *testing.T) {
 		{name: "hooks.d timeout below hook_timeout", change: func(n node) {
 			n["/etc/containers/oci/hooks.d/agentcg-createruntime.json"] = `{"version": "1.0.0", "hook": {"path": "/usr/bin/agentcg-hook", "timeout": 2}, "when": {"annotations": {"^agentcg\\.priority": ".*"}}, "stages": ["createRuntime"]}`
 		}, check: "hook", status: Fail, detail: "kills the hook after 2 s"},
-		{name: "closed on containerd 2.1", change: func(n node) {
-			n["/etc/agentcg/config.yaml"] = "mode: bpf\nfail_mode: closed\nmetrics_addr: 127.0.0.1:9464\n"
-		},
+		{name: "closed on containerd 2.1", change: func(n node) { n["/etc/agentcg/config.yaml"] = closedConfig },
 			check: "fail mode", status: Warn, detail: "containerd 2.1.9 cannot", fix: "upgrade containerd to >= 2.2, then set"},
+		{name: "closed on containerd 2.1 with required plugins", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = closedConfig
+			n["/etc/containerd/config.toml"] += requirePlugin("agentcg")
+		}, check: "fail mode", status: Warn, detail: "is ignored", fix: "upgrade containerd"},
 		{name: "closed on containerd 2.2 without required plugins", change: func(n node) {
-			n["/etc/agentcg/config.yaml"] = "mode: bpf\nfail_mode: closed\nmetrics_addr: 127.0.0.1:9464\n"
-			n["/run/agentcg/containers/agentcg-nri.status"] = strings.Replace(n["/run/agentcg/containers/agentcg-nri.status"], `"2.1.9"`, `"2.2.9"`, 1)
+			n["/etc/agentcg/config.yaml"] = closedConfig
+			n[statusFile] = strings.Replace(n[statusFile], `"2.1.9"`, `"2.2.9"`, 1)
 		}, check: "fail mode", status: Warn, detail: "does not require the plugin", fix: "on containerd >= 2.2 set"},
-		{name: "closed with required plugins", change: func(n node) {
-			n["/etc/agentcg/config.yaml"] = "mode: bpf\nfail_mode: closed\nmetrics_addr: 127.0.0.1:9464\n"
-			n["/etc/containerd/config.toml"] += "\n[plugins.'io.containerd.nri.v1.nri'.default_validator]\n  enable = true\n  required_plugins = ['agentcg']\n"
+		{name: "closed on containerd 2.2 with required plugins", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = closedConfig
+			n[statusFile] = strings.Replace(n[statusFile], `"2.1.9"`, `"2.2.9"`, 1)
+			n["/etc/containerd/config.toml"] += requirePlugin("50-agentcg")
 		}, check: "fail mode", status: OK, detail: "requires agentcg"},
+		{name: "closed, required plugins, version unknown", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = closedConfig
+			n[statusFile] = strings.Replace(n[statusFile], `"2.1.9"`, `""`, 1)
+			n["/etc/containerd/config.toml"] += requirePlugin("agentcg")
+		}, check: "fail mode", status: OK, detail: "version is unknown"},
+		{name: "closed, another plugin required", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = closedConfig
+			n[statusFile] = strings.Replace(n[statusFile], `"2.1.9"`, `"2.2.9"`, 1)
+			n["/etc/containerd/config.toml"] += requirePlugin("foo-agentcg")
+		}, check: "fail mode", status: Warn, detail: "does not require"},
 		{name: "closed with required plugins disabled", change: func(n node) {
-			n["/etc/agentcg/config.yaml"] = "mode: bpf\nfail_mode: closed\nmetrics_addr: 127.0.0.1:9464\n"
-			n["/etc/containerd/config.toml"] += "\n[plugins.'io.containerd.nri.v1.nri'.default_validator]\n  enable = false\n  required_plugins = ['agentcg']\n"
+			n["/etc/agentcg/config.yaml"] = closedConfig
+			n[statusFile] = strings.Replace(n[statusFile], `"2.1.9"`, `"2.2.9"`, 1)
+			n["/etc/containerd/config.toml"] += strings.Replace(requirePlugin("agentcg"), "enable = true", "enable = false", 1)
 		}, check: "fail mode", status: Warn, detail: "does not require"},
 		{name: "closed, hook only", change: func(n node) {
 			n["/etc/agentcg/config.yaml"] = "mode: bpf\nfail_mode: closed\n"
 			delete(n, "/etc/containerd/config.toml")
 			delete(n, "/run/containerd/containerd.sock")
 		}, check: "fail mode", status: OK, detail: "the hook refuses"},
+		{name: "closed, containerd config broken", change: func(n node) {
+			n["/etc/agentcg/config.yaml"] = closedConfig
+			n["/etc/containerd/config.toml"] = "version = \n"
+		}, check: "fail mode", status: Skip, detail: "does not parse"},
 		{name: "hooks.d broken", change: func(n node) { n["/etc/containers/oci/hooks.d/agentcg-poststop.json"] = `{"hook": {}}` }, check: "hook", status: Fail, detail: "no hook.path"},
 	}
 	for _, tc := range tests {
@@ -262,16 +280,35 @@ func TestEachCheck(t *testing.T) {
 	}
 }
 
-func TestAtLeast(t *testing.T) {
+// closedConfig is the good node's config with fail_mode closed.
+const (
+	closedConfig = "mode: bpf\nfail_mode: closed\nmetrics_addr: 127.0.0.1:9464\n"
+	statusFile   = "/run/agentcg/containers/agentcg-nri.status"
+)
+
+// requirePlugin is a containerd config.toml fragment requiring plugin name.
+func requirePlugin(name string) string {
+	return "\n[plugins.'io.containerd.nri.v1.nri'.default_validator]\n  enable = true\n  required_plugins = ['" + name + "']\n"
+}
+
+func TestVersionAtLeast(t *testing.T) {
 	for _, tc := range []struct {
-		version string
-		want    bool
+		version        string
+		atLeast, known bool
 	}{
-		{"2.1.9", false}, {"2.2.0", true}, {"v2.2.9", true}, {"2.2.0-rc.1", true}, {"2.10.1", true},
-		{"3.0", true}, {"1.7.27", false}, {"", false}, {"2", false}, {"x.y", false},
+		{"2.1.9", false, true}, {"2.2.0", true, true}, {"v2.2.9", true, true}, {"2.2.0-rc.1", true, true}, {"2.10.1", true, true},
+		{"3.0", true, true}, {"1.7.27", false, true}, {"", false, false}, {"2", false, false}, {"x.y", false, false},
 	} {
-		if got := atLeast(tc.version, 2, 2); got != tc.want {
-			t.Errorf("atLeast(%q, 2, 2) = %v, want %v", tc.version, got, tc.want)
+		if got, known := versionAtLeast(tc.version, 2, 2); got != tc.atLeast || known != tc.known {
+			t.Errorf("versionAtLeast(%q, 2, 2) = %v, %v; want %v, %v", tc.version, got, known, tc.atLeast, tc.known)
+		}
+	}
+}
+
+func TestIsPluginName(t *testing.T) {
+	for s, want := range map[string]bool{"agentcg": true, "50-agentcg": true, "05-agentcg": true, "foo-agentcg": false, "500-agentcg": false, "50-other": false, "": false, "-agentcg": false} {
+		if got := isPluginName(s); got != want {
+			t.Errorf("isPluginName(%q) = %v, want %v", s, got, want)
 		}
 	}
 }

@@ -101,7 +101,7 @@ func stageCmd(f *flags, stage hook.Stage, short string, aliases ...string) *cobr
 		Aliases: aliases,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			niceErr := hook.SetNice(hook.Nice) // needs CAP_SYS_NICE: best effort
+			niceErr := hook.SetNice(hook.Nice) // needs CAP_SYS_NICE, which a hook that attaches has
 			s := hook.LoadSettings(f.config)
 			out := cmd.ErrOrStderr()
 			if p := s.Config.HookLog; p != "" {
@@ -119,7 +119,7 @@ func stageCmd(f *flags, stage hook.Stage, short string, aliases ...string) *cobr
 			}
 			log = log.With("component", "agentcg-hook")
 			if niceErr != nil {
-				log.Debug("running at the default priority", "err", niceErr)
+				log.Warn("running at the default priority", "err", niceErr)
 			}
 			if s.Err != nil {
 				log.Error("config unusable: nothing will be attached (run agentcg-hook check-config)", "config", s.Path, "fail_mode_known", s.FailModeKnown, "err", s.Err)

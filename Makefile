@@ -87,7 +87,7 @@ deb: build
 bench: deps build
 	scripts/bench.sh
 
-# SOAK_CYCLES create/remove cycles (hook/churn_vm_test.go); 100 cycles took 367-505 s in the VM tier under load, so 1000 is about 60-85 min.
+# SOAK_CYCLES create/remove cycles (hook/churn_vm_test.go); 1000 took 40 min 25 s (host load 1-2.8; hook/README.md).
 soak: deps build
 	AGENTCG_SOAK_CYCLES=$${SOAK_CYCLES:-1000} AGENTCG_TEST_TIMEOUT=$${SOAK_TEST_TIMEOUT:-240m} \
 		scripts/vm/vmtest.sh --no-selftest --timeout 15000 --run TestVMChurnMixed hook

@@ -213,19 +213,24 @@ func (e *vmEnv) startCtr(pod, podJSON, name, prio string) (string, string) {
 	return id, dir
 }
 
-// createCtr creates (not starts) a container of image.
-func (e *vmEnv) createCtr(pod, podJSON, name, prio, image string) (string, string) {
+// ctrJSON writes a container config of image with the priority
+// annotation ("" for none) and returns its path.
+func (e *vmEnv) ctrJSON(name, prio, image string) string {
 	ann := map[string]string{}
 	if prio != "" {
 		ann["agentcg.priority"] = prio
 	}
-	ctrJSON := e.writeJSON("ctr-"+name+".json", map[string]any{
+	return e.writeJSON("ctr-"+name+".json", map[string]any{
 		"metadata":    map[string]any{"name": name},
 		"image":       map[string]any{"image": image},
 		"annotations": ann,
 		"log_path":    name + ".log",
 	})
-	id := e.crictl("create", pod, ctrJSON, podJSON)
+}
+
+// createCtr creates (not starts) a container of image.
+func (e *vmEnv) createCtr(pod, podJSON, name, prio, image string) (string, string) {
+	id := e.crictl("create", pod, e.ctrJSON(name, prio, image), podJSON)
 	return id, filepath.Join(cgroup.Root, e.parent, id)
 }
 

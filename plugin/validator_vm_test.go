@@ -138,18 +138,8 @@ func TestVMClosedModeRequiredPlugins(t *testing.T) {
 	// create creates (not starts) a container: its id, or crictl's error
 	// output.
 	create := func(name, prio string) (string, error) {
-		ann := map[string]string{}
-		if prio != "" {
-			ann["agentcg.priority"] = prio
-		}
-		ctrJSON := e.writeJSON("ctr-"+name+".json", map[string]any{
-			"metadata":    map[string]any{"name": name},
-			"image":       map[string]any{"image": vmImage},
-			"annotations": ann,
-			"log_path":    name + ".log",
-		})
 		var stderr strings.Builder
-		cmd := e.crictlCmd("create", pod, ctrJSON, podJSON)
+		cmd := e.crictlCmd("create", pod, e.ctrJSON(name, prio, vmImage), podJSON)
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {

@@ -38,7 +38,7 @@ func Compare(a, b string) (string, error) {
 	}
 	groups := map[string][2]*analysis.Group{}
 	var order []string
-	for i, d := range []*Data{da, db} {
+	for i, d := range ds {
 		if d.Result == nil {
 			continue
 		}

@@ -81,7 +81,10 @@ func Run(ctx context.Context, e Env) []Result {
 	out := []Result{cfgRes, e.kernel(cfg), e.bpffs(cfg, mounts, mountErr), e.privileges(cfg), e.cgroupV2(cfg, mounts, mountErr)}
 	cd, cdDoc := e.containerd()
 	dk, dkDoc := e.docker()
-	out = append(out, e.cgroupDriver(cdDoc, dkDoc), cd, dk, e.plugin(ctx, cfg, cdDoc != nil), e.failMode(cfg, cd, cdDoc), e.hook(dkDoc), e.stateDir(cfg))
+	// The plugin's status file, read once: whether it runs, and which
+	// runtime version it connected to.
+	st, stErr := plugin.ReadStatus(e.path(plugin.StatusPath(cfg.StateDir)))
+	out = append(out, e.cgroupDriver(cdDoc, dkDoc), cd, dk, e.plugin(ctx, cfg, cdDoc != nil, st, stErr), e.failMode(cfg, cd, cdDoc, st, stErr), e.hook(dkDoc), e.stateDir(cfg))
 	return out
 }
 
@@ -553,17 +556,17 @@ func (e Env) kubeletConfig() string {
 	return kubeadm
 }
 
-// plugin reads the status file agentcg-nri keeps in the state dir (is it
+// plugin checks the status file agentcg-nri keeps in the state dir (is it
 // alive, is it connected to the NRI socket), and asks its /readyz when the
-// config names a metrics address.
-func (e Env) plugin(ctx context.Context, cfg enroll.Config, containerd bool) Result {
+// config names a metrics address. st and err are plugin.ReadStatus of that
+// file.
+func (e Env) plugin(ctx context.Context, cfg enroll.Config, containerd bool, st plugin.Status, err error) Result {
 	r := Result{Name: "plugin"}
 	if !containerd {
 		r.Status, r.Detail = Skip, "no containerd: the NRI plugin is not needed"
 		return r
 	}
 	statusPath := plugin.StatusPath(cfg.StateDir)
-	st, err := plugin.ReadStatus(e.path(statusPath))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		r.Status, r.Detail = Fail, fmt.Sprintf("no agentcg-nri status file (%s): the plugin is not running, so containerd starts annotated containers without the policy", statusPath)
@@ -628,8 +631,9 @@ const pluginName = "agentcg"
 // failMode checks that fail_mode closed also holds while the plugin is
 // absent, which only the runtime can enforce: containerd >= 2.2 with NRI's
 // default validator requiring the plugin (plugin/README.md, "Fail modes").
-// cd and containerdDoc are the containerd check's result and the file.
-func (e Env) failMode(cfg enroll.Config, cd Result, containerdDoc []byte) Result {
+// cd and containerdDoc are the containerd check's result and the file; st
+// and stErr the plugin's status.
+func (e Env) failMode(cfg enroll.Config, cd Result, containerdDoc []byte, st plugin.Status, stErr error) Result {
 	r := Result{Name: "fail mode"}
 	switch {
 	case cfg.FailMode != enroll.FailClosed:
@@ -657,7 +661,7 @@ func (e Env) failMode(cfg enroll.Config, cd Result, containerdDoc []byte) Result
 	})
 	// The running containerd's version, as the plugin saw it at connect.
 	version := ""
-	if st, err := plugin.ReadStatus(e.path(plugin.StatusPath(cfg.StateDir))); err == nil && st.Runtime == "containerd" {
+	if stErr == nil && st.Runtime == "containerd" {
 		version = st.RuntimeVersion
 	}
 	newEnough, known := versionAtLeast(version, 2, 2)
